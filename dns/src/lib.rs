@@ -1,0 +1,6 @@
+//! `dnsd`: container name server (aardvark-dns compatible); implemented by issue 3.
+//!
+//! Only the crate skeleton exists so far; the workspace builds it from the start.
+
+/// The helper's version, as its `version` subcommand reports it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
