@@ -1,0 +1,434 @@
+//! The subcommands. Setup is transactional: everything is validated first, then each network
+//! is set up; on any failure what was done is undone in reverse order. Teardown carries on
+//! past errors and reports them all.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use rpod_wire::dnsconfig::Entry;
+use rpod_wire::{Network, NetworkOptions, PerNetworkOptions, StatusBlock};
+
+use crate::dns::Dns;
+use crate::driver::bridge::Bridge;
+use crate::driver::macvlan::Macvlan;
+use crate::error::{msg, Context, Errors, Result};
+use crate::firewall::rules::{self, Elem, NetRules, PortRules};
+use crate::firewall::Firewall;
+use crate::netns::NetNs;
+use crate::nl::Netlink;
+use crate::state::State;
+
+/// Global options shared by the subcommands.
+pub struct Opts {
+    pub config: PathBuf,
+    pub rootless: bool,
+    pub aardvark: PathBuf,
+    pub firewall: Box<dyn Firewall>,
+    pub dns_port: u16,
+}
+
+/// The default DNS helper path (netavark's upstream default, then Debian's).
+pub fn default_aardvark() -> PathBuf {
+    for p in ["/usr/libexec/podman/aardvark-dns", "/usr/lib/podman/aardvark-dns"] {
+        if Path::new(p).is_file() {
+            return p.into();
+        }
+    }
+    "/usr/libexec/podman/aardvark-dns".into()
+}
+
+/// `NETAVARK_DNS_PORT`, default 53.
+pub fn dns_port() -> Result<u16> {
+    match std::env::var("NETAVARK_DNS_PORT") {
+        Ok(v) if !v.is_empty() => v
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| msg(format!("Invalid NETAVARK_DNS_PORT {v}"))),
+        _ => Ok(53),
+    }
+}
+
+enum Plan {
+    Bridge(Bridge),
+    Macvlan(Macvlan),
+}
+
+struct Planned<'a> {
+    name: &'a str,
+    net: &'a Network,
+    per: &'a PerNetworkOptions,
+    plan: Plan,
+}
+
+fn plan<'a>(o: &'a NetworkOptions) -> Result<Vec<Planned<'a>>> {
+    if o.container_id.is_empty() || o.container_id.contains(['/', ' ', '\n']) {
+        return Err(msg(format!("invalid container id {:?}", o.container_id)));
+    }
+    let resolved = o.resolved().map_err(msg)?;
+    let mut out = Vec::new();
+    let mut ifnames = Vec::new();
+    for ((name, _), (per, net)) in o.networks.iter().zip(resolved) {
+        let plan = match net.driver.as_str() {
+            "bridge" => Plan::Bridge(Bridge::validate(net, per).with_ctx(|| format!("network {name}"))?),
+            "macvlan" => Plan::Macvlan(Macvlan::validate(net, per).with_ctx(|| format!("network {name}"))?),
+            "ipvlan" => return Err(msg("ipvlan is not supported by netd on this kernel")),
+            d => return Err(msg(format!("unknown network driver \"{d}\""))),
+        };
+        if ifnames.contains(&per.interface_name) {
+            return Err(msg(format!("interface name {} is used by two networks", per.interface_name)));
+        }
+        ifnames.push(per.interface_name.clone());
+        out.push(Planned { name, net, per, plan });
+    }
+    Ok(out)
+}
+
+fn net_rules(net: &Network, b: &Bridge) -> NetRules {
+    NetRules {
+        id: net.id.clone(),
+        name: net.name.clone(),
+        bridge: b.bridge.clone(),
+        subnets: net.subnets().iter().map(|s| s.subnet.trunc()).collect(),
+        gateways: net.subnets().iter().filter_map(|s| s.gateway).collect(),
+        internal: net.internal,
+        isolate: b.isolate,
+        dns: net.dns_enabled,
+    }
+}
+
+fn first_v4(b: &Bridge) -> Option<Ipv4Addr> {
+    b.common.addrs.iter().find_map(|a| match a.ipnet.addr() {
+        IpAddr::V4(v) => Some(v),
+        _ => None,
+    })
+}
+fn first_v6(b: &Bridge) -> Option<Ipv6Addr> {
+    b.common.addrs.iter().find_map(|a| match a.ipnet.addr() {
+        IpAddr::V6(v) => Some(v),
+        _ => None,
+    })
+}
+
+/// The published ports go to the first non-internal bridge network with addresses.
+fn port_rules(o: &NetworkOptions, plans: &[Planned]) -> Result<Option<PortRules>> {
+    let ports = o.port_mappings.clone().unwrap_or_default();
+    if ports.is_empty() {
+        return Ok(None);
+    }
+    for p in plans {
+        if let Plan::Bridge(b) = &p.plan {
+            if p.net.internal || b.common.addrs.is_empty() {
+                continue;
+            }
+            let pr = PortRules { network_id: p.net.id.clone(), container_id: o.container_id.clone(), v4: first_v4(b), v6: first_v6(b), ports };
+            pr.elements()?;
+            return Ok(Some(pr));
+        }
+    }
+    tracing::warn!("port mappings given but no bridge network can carry them");
+    Ok(None)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().ctx("start runtime")
+}
+
+fn dns_entry(o: &NetworkOptions, b: &Bridge, per: &PerNetworkOptions) -> Entry {
+    let mut names = vec![o.container_name.clone()];
+    names.extend(per.aliases.clone().unwrap_or_default());
+    Entry {
+        container_id: o.container_id.clone(),
+        v4: b.common.addrs.iter().filter_map(|a| if let IpAddr::V4(v) = a.ipnet.addr() { Some(v) } else { None }).collect(),
+        v6: b.common.addrs.iter().filter_map(|a| if let IpAddr::V6(v) = a.ipnet.addr() { Some(v) } else { None }).collect(),
+        names,
+        dns_servers: o.dns_servers.clone().unwrap_or_default(),
+    }
+}
+
+/// Explains an nft "File exists" on setup: which host port is taken.
+fn explain_conflict(fw: &dyn Firewall, elems: &[Elem]) -> Option<String> {
+    for e in elems {
+        let listing = fw.list_map(&e.map).ok()?;
+        let needle = format!("{} :", e.key);
+        if let Some(line) = listing.split([',', '{', '\n']).find(|l| l.trim().starts_with(&needle)) {
+            let (proto_port, _) = e.key.rsplit_once(" . ").map(|(a, p)| (format!("{p}/{}", a.rsplit(' ').next().unwrap_or(a)), ())).unwrap_or((e.key.clone(), ()));
+            return Some(format!(
+                "host port {proto_port} is already published (to {})",
+                line.trim().trim_start_matches(&needle).trim().replace(" . ", ":")
+            ));
+        }
+    }
+    None
+}
+
+pub fn setup(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<BTreeMap<String, StatusBlock>> {
+    let plans = plan(o)?;
+    let ports = port_rules(o, &plans)?;
+    let port_elems = match &ports {
+        Some(p) => p.elements()?,
+        None => Vec::new(),
+    };
+    let ctr_ns = NetNs::open(netns)?;
+    let host_ns = NetNs::current()?;
+    let state = State::new(&opts.config)?;
+    let _lock = state.lock()?;
+    let dns = Dns::new(&opts.config, &opts.aardvark, opts.dns_port);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let host = Netlink::current()?;
+        let ctr = Netlink::in_ns(&ctr_ns)?;
+        let _ = crate::netns::within(&ctr_ns, || crate::sysctl::set_if_present("net/ipv6/conf/default/autoconf", "0"));
+        // lo up in the container.
+        if let Some(lo) = ctr.link_by_name("lo").await? {
+            ctr.set_up(lo.index).await?;
+        }
+        let mut result = BTreeMap::new();
+        let mut done: Vec<&Planned> = Vec::new();
+        let r: Result<()> = async {
+            for p in &plans {
+                let iface = match &p.plan {
+                    Plan::Bridge(b) => b.setup(&host, &ctr_ns, &ctr, &host_ns).await,
+                    Plan::Macvlan(m) => m.setup(&host, &ctr_ns, &ctr).await,
+                }
+                .with_ctx(|| format!("network {}", p.name))?;
+                done.push(p);
+                let mut sb = StatusBlock::default();
+                if let Plan::Bridge(b) = &p.plan {
+                    if p.net.dns_enabled && dns.is_some() {
+                        sb.dns_server_ips = b.gateways.iter().map(|g| g.addr()).collect();
+                        sb.dns_search_domains = vec!["dns.podman".into()];
+                    } else if let Some(s) = &o.dns_servers {
+                        sb.dns_server_ips = s.clone();
+                    }
+                }
+                sb.interfaces.insert(p.per.interface_name.clone(), iface);
+                result.insert(p.name.to_string(), sb);
+            }
+            Ok(())
+        }
+        .await;
+        let r = match r {
+            Ok(()) => setup_firewall_and_dns(opts, &state, dns.as_ref(), o, &plans, ports.as_ref(), &port_elems),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            // Roll back the links of every network set up so far.
+            let mut errs = Errors::default();
+            for p in done.iter().rev() {
+                match &p.plan {
+                    Plan::Bridge(b) => {
+                        b.teardown(&host, Some(&ctr), &mut errs).await;
+                    }
+                    Plan::Macvlan(m) => m.teardown(Some(&ctr), &mut errs).await,
+                }
+            }
+            return Err(e);
+        }
+        Ok(result)
+    })
+}
+
+/// Firewall then DNS; on a DNS failure the firewall change is undone.
+fn setup_firewall_and_dns(
+    opts: &Opts,
+    state: &State,
+    dns: Option<&Dns>,
+    o: &NetworkOptions,
+    plans: &[Planned],
+    ports: Option<&PortRules>,
+    port_elems: &[Elem],
+) -> Result<()> {
+    let mut nets = state.networks()?;
+    let mut new_nets = Vec::new();
+    for p in plans {
+        if let Plan::Bridge(b) = &p.plan {
+            let nr = net_rules(p.net, b);
+            match nets.iter_mut().find(|n| n.id == nr.id) {
+                Some(n) => *n = nr.clone(),
+                None => {
+                    nets.push(nr.clone());
+                    new_nets.push(nr.id.clone());
+                }
+            }
+            state.put_network(&nr)?;
+        }
+    }
+    let batch = rules::setup_batch(&nets, opts.dns_port, port_elems);
+    let undo_state = |state: &State| {
+        for id in &new_nets {
+            let _ = state.remove_network(id);
+        }
+    };
+    if let Err(e) = opts.firewall.apply(&batch) {
+        undo_state(state);
+        if e.to_string().contains("File exists") {
+            if let Some(m) = explain_conflict(opts.firewall.as_ref(), port_elems) {
+                return Err(msg(m));
+            }
+        }
+        return Err(e).ctx("apply firewall rules");
+    }
+    if let Some(pr) = ports {
+        state.put_ports(&pr.network_id, &pr.container_id, pr)?;
+    }
+    let r = setup_dns(dns, o, plans);
+    if let Err(e) = r {
+        if let Some(pr) = ports {
+            let _ = state.remove_ports(&pr.network_id, &pr.container_id);
+        }
+        let remaining: Vec<NetRules> = nets.into_iter().filter(|n| !new_nets.contains(&n.id)).collect();
+        let _ = opts.firewall.apply(&rules::teardown_batch(&remaining, opts.dns_port, port_elems));
+        undo_state(state);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn setup_dns(dns: Option<&Dns>, o: &NetworkOptions, plans: &[Planned]) -> Result<()> {
+    let Some(dns) = dns else { return Ok(()) };
+    let with_dns: Vec<(&Planned, &Bridge)> = plans
+        .iter()
+        .filter_map(|p| match &p.plan {
+            Plan::Bridge(b) if p.net.dns_enabled => Some((p, b)),
+            _ => None,
+        })
+        .collect();
+    if with_dns.is_empty() {
+        return Ok(());
+    }
+    let _l = dns.lock()?;
+    let mut written = Vec::new();
+    let r = (|| -> Result<()> {
+        for (p, b) in &with_dns {
+            let bind: Vec<IpAddr> = b.gateways.iter().map(|g| g.addr()).collect();
+            if bind.is_empty() {
+                continue;
+            }
+            let servers = p.net.network_dns_servers.clone().unwrap_or_default();
+            dns.add(&p.net.name, p.net.internal, &bind, &servers, dns_entry(o, b, p.per))?;
+            written.push(*p);
+        }
+        dns.notify()
+    })();
+    if let Err(e) = r {
+        for p in written {
+            let _ = dns.remove(&p.net.name, p.net.internal, &o.container_id);
+        }
+        let _ = dns.notify();
+        return Err(e);
+    }
+    Ok(())
+}
+
+pub fn teardown(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<()> {
+    let plans = plan(o)?;
+    let mut errs = Errors::default();
+    let ctr_ns = match NetNs::open(netns) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!("{e}; tearing down the host side only");
+            None
+        }
+    };
+    let state = State::new(&opts.config)?;
+    let _lock = state.lock()?;
+    let dns = Dns::new(&opts.config, &opts.aardvark, opts.dns_port);
+    let rt = runtime()?;
+    let mut complete = Vec::new();
+    rt.block_on(async {
+        let host = match Netlink::current() {
+            Ok(h) => h,
+            Err(e) => return errs.push(e),
+        };
+        let ctr = ctr_ns.as_ref().and_then(|n| errs.check(Netlink::in_ns(n)));
+        for p in &plans {
+            match &p.plan {
+                Plan::Bridge(b) => {
+                    if b.teardown(&host, ctr.as_ref(), &mut errs).await {
+                        complete.push(p.net.id.clone());
+                    }
+                }
+                Plan::Macvlan(m) => m.teardown(ctr.as_ref(), &mut errs).await,
+            }
+        }
+    });
+    // Firewall: this container's ports out; networks whose bridge is gone out.
+    let mut elems = Vec::new();
+    for p in &plans {
+        if let Plan::Bridge(_) = p.plan {
+            if let Some(pr) = errs.check(state.get_ports(&p.net.id, &o.container_id)).flatten() {
+                if let Some(e) = errs.check(pr.elements()) {
+                    elems.extend(e);
+                }
+            }
+        }
+    }
+    if let Some(nets) = errs.check(state.networks()) {
+        let remaining: Vec<NetRules> = nets.into_iter().filter(|n| !complete.contains(&n.id)).collect();
+        let batch = rules::teardown_batch(&remaining, opts.dns_port, &elems);
+        errs.check(opts.firewall.apply(&batch).ctx("remove firewall rules"));
+    }
+    for p in &plans {
+        if let Plan::Bridge(_) = p.plan {
+            errs.check(state.remove_ports(&p.net.id, &o.container_id));
+        }
+    }
+    for id in &complete {
+        errs.check(state.remove_network(id));
+    }
+    // DNS.
+    if let Some(dns) = &dns {
+        let with_dns: Vec<&Planned> = plans.iter().filter(|p| matches!(p.plan, Plan::Bridge(_)) && p.net.dns_enabled).collect();
+        if !with_dns.is_empty() {
+            match dns.lock() {
+                Ok(_l) => {
+                    for p in with_dns {
+                        errs.check(dns.remove(&p.net.name, p.net.internal, &o.container_id));
+                    }
+                    errs.check(dns.notify());
+                }
+                Err(e) => errs.push(e),
+            }
+        }
+    }
+    errs.into_result()
+}
+
+pub fn update(opts: &Opts, network: &str, servers: &[String]) -> Result<()> {
+    let servers: Vec<IpAddr> = servers
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| msg(format!("invalid dns server {s:?}"))))
+        .collect::<Result<_>>()?;
+    let Some(dns) = Dns::new(&opts.config, &opts.aardvark, opts.dns_port) else { return Ok(()) };
+    let _l = dns.lock()?;
+    dns.update_servers(network, &servers)?;
+    dns.notify()
+}
+
+pub fn firewall_reload(opts: &Opts) -> Result<()> {
+    let state = State::new(&opts.config)?;
+    let _lock = state.lock()?;
+    let nets = state.networks()?;
+    let mut all = Vec::new();
+    for pr in state.ports()? {
+        match pr.elements() {
+            Ok(e) => all.extend(e),
+            Err(e) => tracing::warn!("skipping ports of container {}: {e}", pr.container_id),
+        }
+    }
+    opts.firewall.apply(&rules::reload_batch(&nets, opts.dns_port, &all)).ctx("reload firewall rules")
+}
+
+pub fn version() -> String {
+    serde_json::to_string_pretty(&serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": "",
+        "build_time": "",
+        "target": std::env::consts::ARCH.to_string() + "-unknown-linux-gnu",
+        "default_fw_driver": "nftables",
+    }))
+    .unwrap_or_default()
+}
