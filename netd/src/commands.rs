@@ -41,11 +41,9 @@ pub fn default_aardvark() -> PathBuf {
 /// `NETAVARK_DNS_PORT`, default 53.
 pub fn dns_port() -> Result<u16> {
     match std::env::var("NETAVARK_DNS_PORT") {
-        Ok(v) if !v.is_empty() => v
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| msg(format!("Invalid NETAVARK_DNS_PORT {v}"))),
+        Ok(v) if !v.is_empty() => {
+            v.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| msg(format!("Invalid NETAVARK_DNS_PORT {v}")))
+        }
         _ => Ok(53),
     }
 }
@@ -122,7 +120,13 @@ fn port_rules(o: &NetworkOptions, plans: &[Planned]) -> Result<Option<PortRules>
             if p.net.internal || b.common.addrs.is_empty() {
                 continue;
             }
-            let pr = PortRules { network_id: p.net.id.clone(), container_id: o.container_id.clone(), v4: first_v4(b), v6: first_v6(b), ports };
+            let pr = PortRules {
+                network_id: p.net.id.clone(),
+                container_id: o.container_id.clone(),
+                v4: first_v4(b),
+                v6: first_v6(b),
+                ports,
+            };
             pr.elements()?;
             return Ok(Some(pr));
         }
@@ -140,25 +144,35 @@ fn dns_entry(o: &NetworkOptions, b: &Bridge, per: &PerNetworkOptions) -> Entry {
     names.extend(per.aliases.clone().unwrap_or_default());
     Entry {
         container_id: o.container_id.clone(),
-        v4: b.common.addrs.iter().filter_map(|a| if let IpAddr::V4(v) = a.ipnet.addr() { Some(v) } else { None }).collect(),
-        v6: b.common.addrs.iter().filter_map(|a| if let IpAddr::V6(v) = a.ipnet.addr() { Some(v) } else { None }).collect(),
+        v4: b
+            .common
+            .addrs
+            .iter()
+            .filter_map(|a| if let IpAddr::V4(v) = a.ipnet.addr() { Some(v) } else { None })
+            .collect(),
+        v6: b
+            .common
+            .addrs
+            .iter()
+            .filter_map(|a| if let IpAddr::V6(v) = a.ipnet.addr() { Some(v) } else { None })
+            .collect(),
         names,
         dns_servers: o.dns_servers.clone().unwrap_or_default(),
     }
 }
 
-/// Explains an nft "File exists" on setup: which host port is taken.
+/// Explains an nft "File exists" on setup: which host port is taken, and by what.
 fn explain_conflict(fw: &dyn Firewall, elems: &[Elem]) -> Option<String> {
     for e in elems {
         let listing = fw.list_map(&e.map).ok()?;
-        let needle = format!("{} :", e.key);
-        if let Some(line) = listing.split([',', '{', '\n']).find(|l| l.trim().starts_with(&needle)) {
-            let (proto_port, _) = e.key.rsplit_once(" . ").map(|(a, p)| (format!("{p}/{}", a.rsplit(' ').next().unwrap_or(a)), ())).unwrap_or((e.key.clone(), ()));
-            return Some(format!(
-                "host port {proto_port} is already published (to {})",
-                line.trim().trim_start_matches(&needle).trim().replace(" . ", ":")
-            ));
-        }
+        let needle = format!("{} : ", e.key);
+        let Some(at) = listing.find(&needle) else { continue };
+        let rest = &listing[at + needle.len()..];
+        let target = rest.split([',', '}', '\n']).next().unwrap_or("").trim().replace(" . ", ":");
+        let parts: Vec<&str> = e.key.split(" . ").collect();
+        let (port, proto) = (parts[parts.len() - 1], parts[parts.len() - 2]);
+        let host = if parts.len() == 3 { format!("{}:", parts[0]) } else { String::new() };
+        return Some(format!("host port {host}{port}/{proto} is already published (to {target})"));
     }
     None
 }
@@ -380,7 +394,8 @@ pub fn teardown(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<()> {
     }
     // DNS.
     if let Some(dns) = &dns {
-        let with_dns: Vec<&Planned> = plans.iter().filter(|p| matches!(p.plan, Plan::Bridge(_)) && p.net.dns_enabled).collect();
+        let with_dns: Vec<&Planned> =
+            plans.iter().filter(|p| matches!(p.plan, Plan::Bridge(_)) && p.net.dns_enabled).collect();
         if !with_dns.is_empty() {
             match dns.lock() {
                 Ok(_l) => {

@@ -34,12 +34,22 @@ impl Dns {
             tracing::info!("dns disabled because aardvark-dns path does not exists ({})", binary.display());
             return None;
         }
-        Some(Dns { dir: config.join("aardvark-dns"), lock_path: config.join("aardvark.lock"), binary: binary.into(), port })
+        Some(Dns {
+            dir: config.join("aardvark-dns"),
+            lock_path: config.join("aardvark.lock"),
+            binary: binary.into(),
+            port,
+        })
     }
 
     pub fn lock(&self) -> Result<DnsLock> {
         fs::create_dir_all(&self.dir).with_ctx(|| format!("create {}", self.dir.display()))?;
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&self.lock_path).ctx("open aardvark lock")?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)
+            .ctx("open aardvark lock")?;
         let f = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e).ctx("aardvark lock")?;
         Ok(DnsLock { _f: f })
     }
@@ -105,11 +115,13 @@ impl Dns {
 
     fn any_config(&self) -> bool {
         fs::read_dir(&self.dir)
-            .map(|rd| rd.filter_map(|e| e.ok()).any(|e| {
-                let n = e.file_name();
-                let n = n.to_string_lossy();
-                n != dnsconfig::PID_FILE && !n.starts_with('.')
-            }))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()).any(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n != dnsconfig::PID_FILE && !n.starts_with('.')
+                })
+            })
             .unwrap_or(false)
     }
 
@@ -122,7 +134,10 @@ impl Dns {
             return Ok(());
         }
         let errfile = tempfile_in(&self.dir)?;
-        let level = std::env::var("RUST_LOG").ok().and_then(|l| l.rsplit('=').next().map(str::to_string)).unwrap_or_else(|| "info".into());
+        let level = std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|l| l.rsplit('=').next().map(str::to_string))
+            .unwrap_or_else(|| "info".into());
         let status = Command::new(&self.binary)
             .arg("--config")
             .arg(&self.dir)

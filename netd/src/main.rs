@@ -1,4 +1,5 @@
 use std::io::Read;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -8,9 +9,9 @@ use rpod_wire::{ErrorJson, NetworkOptions};
 
 fn read_input(file: Option<&std::path::Path>) -> anyhow::Result<NetworkOptions> {
     let text = match file {
-        Some(p) if p.as_os_str() != "-" => std::fs::read_to_string(p)
-            .map_err(netd::error::NetdError::Io)
-            .context("failed to load network options")?,
+        Some(p) if p.as_os_str() != "-" => {
+            std::fs::read_to_string(p).map_err(netd::error::NetdError::Io).context("failed to load network options")?
+        }
         _ => {
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s).context("failed to read network options from stdin")?;
@@ -20,19 +21,27 @@ fn read_input(file: Option<&std::path::Path>) -> anyhow::Result<NetworkOptions> 
     NetworkOptions::from_json(&text).map_err(|e| anyhow::anyhow!("JSON Decoding error: {e}"))
 }
 
+fn opts_or_default(cli: &Cli) -> anyhow::Result<Opts> {
+    Ok(Opts {
+        config: cli.config.clone().unwrap_or_default(),
+        rootless: cli.rootless,
+        aardvark: cli
+            .aardvark_binary
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(commands::default_aardvark),
+        firewall: netd::firewall::driver(cli.firewall_driver.as_deref())?,
+        dns_port: commands::dns_port()?,
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let need_config = || {
-        cli.config.clone().ok_or_else(|| anyhow::anyhow!("--config not specified but required for netd {:?}", cli.command))
+        cli.config
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--config not specified but required for netd {:?}", cli.command))
     };
-    let opts = || -> anyhow::Result<Opts> {
-        Ok(Opts {
-            config: need_config()?,
-            rootless: cli.rootless,
-            aardvark: cli.aardvark_binary.clone().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(commands::default_aardvark),
-            firewall: netd::firewall::driver(cli.firewall_driver.as_deref())?,
-            dns_port: commands::dns_port()?,
-        })
-    };
+    let opts = || -> anyhow::Result<Opts> { Ok(Opts { config: need_config()?, ..opts_or_default(&cli)? }) };
     match &cli.command {
         Command::Setup { netns } => {
             let input = read_input(cli.file.as_deref())?;
@@ -45,7 +54,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Update { network, network_dns_servers } => commands::update(&opts()?, network, network_dns_servers)?,
         Command::Version => println!("{}", commands::version()),
-        Command::FirewallReload => commands::firewall_reload(&opts()?)?,
+        Command::FirewallReload => {
+            // Like netavark, reload defaults to podman's rootful run directory.
+            let mut o = Opts { config: PathBuf::from("/run/containers/networks"), ..opts_or_default(&cli)? };
+            if let Some(c) = &cli.config {
+                o.config = c.clone();
+            }
+            commands::firewall_reload(&o)?
+        }
     }
     Ok(())
 }
@@ -59,7 +75,10 @@ fn main() {
         .init();
     if let Err(e) = run(cli) {
         let msg = format!("{e:#}");
-        println!("{}", serde_json::to_string(&ErrorJson { error: msg }).unwrap_or_else(|_| "{\"error\":\"unknown\"}".into()));
+        println!(
+            "{}",
+            serde_json::to_string(&ErrorJson { error: msg }).unwrap_or_else(|_| "{\"error\":\"unknown\"}".into())
+        );
         std::process::exit(1);
     }
 }

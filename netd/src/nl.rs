@@ -82,10 +82,7 @@ pub fn parse_mac(s: &str) -> Result<Vec<u8>> {
     if parts.len() != 6 {
         return Err(bad());
     }
-    parts
-        .iter()
-        .map(|p| if p.len() == 2 { u8::from_str_radix(p, 16).map_err(|_| bad()) } else { Err(bad()) })
-        .collect()
+    parts.iter().map(|p| if p.len() == 2 { u8::from_str_radix(p, 16).map_err(|_| bad()) } else { Err(bad()) }).collect()
 }
 
 impl Netlink {
@@ -172,7 +169,14 @@ impl Netlink {
     }
 
     /// Creates a macvlan on `parent` with a temporary name.
-    pub async fn create_macvlan(&self, name: &str, parent: u32, mode: MacVlanMode, mtu: Option<u32>, mac: Option<Vec<u8>>) -> Result<()> {
+    pub async fn create_macvlan(
+        &self,
+        name: &str,
+        parent: u32,
+        mode: MacVlanMode,
+        mtu: Option<u32>,
+        mac: Option<Vec<u8>>,
+    ) -> Result<()> {
         let mut b = LinkMacVlan::new(name, parent, mode);
         if let Some(m) = mtu {
             b = b.mtu(m);

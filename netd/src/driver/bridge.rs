@@ -110,7 +110,8 @@ impl Bridge {
                     .ok_or_else(|| msg(format!("bridge {} vanished after creation", self.bridge)))?
             }
         };
-        let has_v6 = self.gateways.iter().any(|g| g.addr().is_ipv6()) || c.addrs.iter().any(|a| a.ipnet.addr().is_ipv6());
+        let has_v6 =
+            self.gateways.iter().any(|g| g.addr().is_ipv6()) || c.addrs.iter().any(|a| a.ipnet.addr().is_ipv6());
         {
             // Host and bridge sysctls (in the host namespace, where the thread is).
             let b = &self.bridge;

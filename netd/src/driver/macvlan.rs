@@ -54,7 +54,8 @@ impl Macvlan {
             return Err(e);
         }
         let r = async {
-            let cl = ctr.link_by_name(&tmp).await?.ok_or_else(|| msg("macvlan not found in the container namespace"))?;
+            let cl =
+                ctr.link_by_name(&tmp).await?.ok_or_else(|| msg("macvlan not found in the container namespace"))?;
             ctr.rename(cl.index, &c.ifname).await.ctx("rename tmp macvlan interface")?;
             super::configure_container_if(ctr, ctr_ns, c, cl.index, true).await?;
             let cl = ctr.link_by_index(cl.index).await?.ok_or_else(|| msg("macvlan vanished"))?;

@@ -148,7 +148,8 @@ pub async fn configure_container_if(
         let v4 = c.addrs.iter().filter_map(|a| a.gateway).find(|g| g.is_ipv4());
         let v6 = c.addrs.iter().filter_map(|a| a.gateway).find(|g| g.is_ipv6());
         for gw in [v4, v6].into_iter().flatten() {
-            let dest: IpNet = if gw.is_ipv4() { "0.0.0.0/0".parse().expect("valid") } else { "::/0".parse().expect("valid") };
+            let dest: IpNet =
+                if gw.is_ipv4() { "0.0.0.0/0".parse().expect("valid") } else { "::/0".parse().expect("valid") };
             nl.add_route(dest, Some(gw), Some(index), c.metric).await?;
         }
     }

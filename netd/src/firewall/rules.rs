@@ -96,14 +96,15 @@ impl PortRules {
                 }
             }
             for (map, host) in targets {
-                let ctr: IpAddr = if map.starts_with("pf4") {
-                    self.v4.map(IpAddr::V4)
-                } else {
-                    self.v6.map(IpAddr::V6)
-                }
-                .ok_or_else(|| {
-                    msg(format!("cannot publish port {} on {}: the container has no address of that family", pm.host_port, pm.host_ip))
-                })?;
+                let ctr: IpAddr =
+                    if map.starts_with("pf4") { self.v4.map(IpAddr::V4) } else { self.v6.map(IpAddr::V6) }.ok_or_else(
+                        || {
+                            msg(format!(
+                                "cannot publish port {} on {}: the container has no address of that family",
+                                pm.host_port, pm.host_ip
+                            ))
+                        },
+                    )?;
                 for i in 0..n as u16 {
                     let mut key = String::new();
                     if let Some(h) = host {
@@ -336,7 +337,13 @@ mod tests {
 
     #[test]
     fn port_validation() {
-        let mut pr = PortRules { network_id: "n".into(), container_id: "c".into(), v4: Some("10.1.0.2".parse().unwrap()), v6: None, ports: vec![pm("", 65535, 80, 2, "tcp")] };
+        let mut pr = PortRules {
+            network_id: "n".into(),
+            container_id: "c".into(),
+            v4: Some("10.1.0.2".parse().unwrap()),
+            v6: None,
+            ports: vec![pm("", 65535, 80, 2, "tcp")],
+        };
         assert!(pr.elements().is_err());
         pr.ports = vec![pm("", 80, 80, 1, "icmp")];
         assert!(pr.elements().is_err());

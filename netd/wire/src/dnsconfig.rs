@@ -81,12 +81,7 @@ fn parse_list<T: std::str::FromStr>(field: &str, line: usize, what: &str) -> Res
     }
     field
         .split(',')
-        .map(|s| {
-            s.trim().parse().map_err(|_| ParseError::Line {
-                line,
-                msg: format!("invalid {what} {s:?}"),
-            })
-        })
+        .map(|s| s.trim().parse().map_err(|_| ParseError::Line { line, msg: format!("invalid {what} {s:?}") }))
         .collect()
 }
 

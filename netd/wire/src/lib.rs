@@ -12,6 +12,6 @@ pub mod dnsconfig;
 pub mod network;
 
 pub use network::{
-    ErrorJson, NetAddress, NetInterface, Network, NetworkOptions, PerNetworkOptions, PortMapping,
-    Route, StatusBlock, Subnet,
+    ErrorJson, NetAddress, NetInterface, Network, NetworkOptions, PerNetworkOptions, PortMapping, Route, StatusBlock,
+    Subnet,
 };

@@ -68,11 +68,7 @@ impl Network {
 
     /// The IPAM driver (`host-local` when not given).
     pub fn ipam_driver(&self) -> &str {
-        self.ipam_options
-            .as_ref()
-            .and_then(|o| o.get("driver"))
-            .map(String::as_str)
-            .unwrap_or("host-local")
+        self.ipam_options.as_ref().and_then(|o| o.get("driver")).map(String::as_str).unwrap_or("host-local")
     }
 }
 
@@ -227,10 +223,7 @@ where
     d.deserialize_any(V)
 }
 
-fn networks_as_map<S: serde::Serializer>(
-    v: &[(String, PerNetworkOptions)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
+fn networks_as_map<S: serde::Serializer>(v: &[(String, PerNetworkOptions)], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut m = s.serialize_map(Some(v.len()))?;
     for (k, o) in v {
