@@ -190,7 +190,8 @@ pub fn setup(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<BTreeMap<S
     let _lock = state.lock()?;
     let dns = Dns::new(&opts.config, &opts.aardvark, opts.dns_port);
     let rt = runtime()?;
-    rt.block_on(async {
+    let fw = setup_firewall(opts, &state, &plans, ports.as_ref(), &port_elems)?;
+    let r = rt.block_on(async {
         let host = Netlink::current()?;
         let ctr = Netlink::in_ns(&ctr_ns)?;
         let _ = crate::netns::within(&ctr_ns, || crate::sysctl::set_if_present("net/ipv6/conf/default/autoconf", "0"));
@@ -223,10 +224,7 @@ pub fn setup(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<BTreeMap<S
             Ok(())
         }
         .await;
-        let r = match r {
-            Ok(()) => setup_firewall_and_dns(opts, &state, dns.as_ref(), o, &plans, ports.as_ref(), &port_elems),
-            Err(e) => Err(e),
-        };
+        let r = r.and_then(|()| setup_dns(dns.as_ref(), o, &plans));
         if let Err(e) = r {
             // Roll back the links of every network set up so far.
             let mut errs = Errors::default();
@@ -241,19 +239,28 @@ pub fn setup(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<BTreeMap<S
             return Err(e);
         }
         Ok(result)
-    })
+    });
+    if r.is_err() {
+        undo_firewall(opts, &state, fw, ports.as_ref(), &port_elems);
+    }
+    r
 }
 
-/// Firewall then DNS; on a DNS failure the firewall change is undone.
-fn setup_firewall_and_dns(
+/// What [`setup_firewall`] changed, for its rollback.
+struct FwDone {
+    nets: Vec<NetRules>,
+    new_nets: Vec<String>,
+}
+
+/// Applies the firewall batch for the container's networks and ports and records them in
+/// the state. Runs before any link is created, so a port conflict leaves the host untouched.
+fn setup_firewall(
     opts: &Opts,
     state: &State,
-    dns: Option<&Dns>,
-    o: &NetworkOptions,
     plans: &[Planned],
     ports: Option<&PortRules>,
     port_elems: &[Elem],
-) -> Result<()> {
+) -> Result<FwDone> {
     let mut nets = state.networks()?;
     let mut new_nets = Vec::new();
     for p in plans {
@@ -269,14 +276,11 @@ fn setup_firewall_and_dns(
             state.put_network(&nr)?;
         }
     }
-    let batch = rules::setup_batch(&nets, opts.dns_port, port_elems);
-    let undo_state = |state: &State| {
-        for id in &new_nets {
+    let done = FwDone { nets, new_nets };
+    if let Err(e) = opts.firewall.apply(&rules::setup_batch(&done.nets, opts.dns_port, port_elems)) {
+        for id in &done.new_nets {
             let _ = state.remove_network(id);
         }
-    };
-    if let Err(e) = opts.firewall.apply(&batch) {
-        undo_state(state);
         if e.to_string().contains("File exists") {
             if let Some(m) = explain_conflict(opts.firewall.as_ref(), port_elems) {
                 return Err(msg(m));
@@ -287,17 +291,21 @@ fn setup_firewall_and_dns(
     if let Some(pr) = ports {
         state.put_ports(&pr.network_id, &pr.container_id, pr)?;
     }
-    let r = setup_dns(dns, o, plans);
-    if let Err(e) = r {
-        if let Some(pr) = ports {
-            let _ = state.remove_ports(&pr.network_id, &pr.container_id);
-        }
-        let remaining: Vec<NetRules> = nets.into_iter().filter(|n| !new_nets.contains(&n.id)).collect();
-        let _ = opts.firewall.apply(&rules::teardown_batch(&remaining, opts.dns_port, port_elems));
-        undo_state(state);
-        return Err(e);
+    Ok(done)
+}
+
+/// Undoes [`setup_firewall`] after a later step failed.
+fn undo_firewall(opts: &Opts, state: &State, done: FwDone, ports: Option<&PortRules>, port_elems: &[Elem]) {
+    if let Some(pr) = ports {
+        let _ = state.remove_ports(&pr.network_id, &pr.container_id);
     }
-    Ok(())
+    let remaining: Vec<NetRules> = done.nets.into_iter().filter(|n| !done.new_nets.contains(&n.id)).collect();
+    if let Err(e) = opts.firewall.apply(&rules::teardown_batch(&remaining, opts.dns_port, port_elems)) {
+        tracing::warn!("rollback of firewall rules: {e}");
+    }
+    for id in &done.new_nets {
+        let _ = state.remove_network(id);
+    }
 }
 
 fn setup_dns(dns: Option<&Dns>, o: &NetworkOptions, plans: &[Planned]) -> Result<()> {
