@@ -28,8 +28,14 @@ pub struct Opts {
     pub dns_port: u16,
 }
 
-/// The default DNS helper path (netavark's upstream default, then Debian's).
+/// The default DNS helper: `dnsd` beside netd, else netavark's upstream default path, then
+/// Debian's.
 pub fn default_aardvark() -> PathBuf {
+    if let Some(dnsd) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("dnsd"))) {
+        if dnsd.is_file() {
+            return dnsd;
+        }
+    }
     for p in ["/usr/libexec/podman/aardvark-dns", "/usr/lib/podman/aardvark-dns"] {
         if Path::new(p).is_file() {
             return p.into();

@@ -40,7 +40,21 @@ fn dns_containers_resolve_each_other() {
     if !Path::new(AARDVARK).is_file() {
         skip!("dns_containers_resolve_each_other", "{AARDVARK} is not installed (Debian aardvark-dns)");
     }
-    let args = ["--aardvark-binary", AARDVARK];
+    resolve_each_other(&env, AARDVARK);
+}
+
+/// The same with our own DNS helper, `dnsd`, from this build.
+#[test]
+fn dns_containers_resolve_each_other_with_dnsd() {
+    let env = env_or_skip!("dns_containers_resolve_each_other_with_dnsd");
+    let dnsd = env.netd_bin().with_file_name("dnsd");
+    assert!(dnsd.is_file(), "{} not built (cargo build -p dnsd)", dnsd.display());
+    resolve_each_other(&env, dnsd.to_str().expect("utf-8 path"));
+}
+
+fn resolve_each_other(env: &Env, helper: &str) {
+    let env = env;
+    let args = ["--aardvark-binary", helper];
     let net = bridge4(&env, "named", "br0", 70).dns(true);
     let gw = ip4(70, 1);
     let (a, b) = (env.container("a"), env.container("b"));
