@@ -53,7 +53,6 @@ fn dns_containers_resolve_each_other_with_dnsd() {
 }
 
 fn resolve_each_other(env: &Env, helper: &str) {
-    let env = env;
     let args = ["--aardvark-binary", helper];
     let net = bridge4(&env, "named", "br0", 70).dns(true);
     let gw = ip4(70, 1);
