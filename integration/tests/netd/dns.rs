@@ -54,7 +54,7 @@ fn dns_containers_resolve_each_other_with_dnsd() {
 
 fn resolve_each_other(env: &Env, helper: &str) {
     let args = ["--aardvark-binary", helper];
-    let net = bridge4(&env, "named", "br0", 70).dns(true);
+    let net = bridge4(env, "named", "br0", 70).dns(true);
     let gw = ip4(70, 1);
     let (a, b) = (env.container("a"), env.container("b"));
     let oa = Opts::new(&a).net(&net, Attach::eth0(&[&ip4(70, 2)]));
@@ -70,15 +70,15 @@ fn resolve_each_other(env: &Env, helper: &str) {
     assert!(text.contains(&a.id) && text.contains(&b.id), "both containers listed: {text}");
     assert!(env.aardvark_pid().is_some(), "aardvark-dns wrote its pid file");
 
-    eventually("a resolves b", || resolves(&env, &a.ns, "b", &gw, &ip4(70, 3)));
-    eventually("b resolves a", || resolves(&env, &b.ns, "a", &gw, &ip4(70, 2)));
-    eventually("a resolves b's alias", || resolves(&env, &a.ns, "bee", &gw, &ip4(70, 3)));
-    eventually("a resolves b.dns.podman", || resolves(&env, &a.ns, "b.dns.podman", &gw, &ip4(70, 3)));
+    eventually("a resolves b", || resolves(env, &a.ns, "b", &gw, &ip4(70, 3)));
+    eventually("b resolves a", || resolves(env, &b.ns, "a", &gw, &ip4(70, 2)));
+    eventually("a resolves b's alias", || resolves(env, &a.ns, "bee", &gw, &ip4(70, 3)));
+    eventually("a resolves b.dns.podman", || resolves(env, &a.ns, "b.dns.podman", &gw, &ip4(70, 3)));
 
     env.teardown_args(&b, &ob, &args);
     let text = std::fs::read_to_string(&conf).unwrap_or_default();
     assert!(!text.contains(&b.id), "b's entry is removed: {text}");
-    eventually("b is forgotten", || match resolves(&env, &a.ns, "b.dns.podman", &gw, &ip4(70, 3)) {
+    eventually("b is forgotten", || match resolves(env, &a.ns, "b.dns.podman", &gw, &ip4(70, 3)) {
         Ok(out) => Err(format!("b still resolves:\n{out}")),
         Err(_) => Ok(String::new()),
     });
