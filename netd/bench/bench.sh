@@ -11,7 +11,7 @@
 # /run/netns/${PFX}-c-<i> and ${PFX}-x; configs in /tmp/${PFX}-bench. All removed on exit.
 #
 # Env knobs:
-#   NETD      netd binary            (default <repo>/target/release/netd; built with cargo if missing)
+#   NETD      netd binary            (default <repo>/target/release/netd, built/updated with cargo build --release -p netd)
 #   NETAVARK14 netavark 1.4 binary   (default /usr/lib/podman/netavark), run with NETAVARK_FW=iptables
 #   NETAVARK2 netavark 2.x binary    (default /opt/netavark-ref/bin/netavark), run with NETAVARK_FW=nftables
 #   TOOLS     which tools, in order  (default "netd nv14 nv2")
@@ -111,8 +111,8 @@ if [ "${1:-}" = "--inner" ]; then
       dt=$(( $(us) - t0 )); pf_us=$(( pf_us + dt )); have=$((have+1))
       (( have % 100 == 0 )) && log "$tool:   prefilled $have (last setup $((dt/1000)) ms, total $((pf_us/1000000)) s)"
       if (( dt > PREFILL_STEP_MAX_MS*1000 || pf_us > PREFILL_MAX_S*1000000 )); then
-        stop="did not finish: prefill stopped at N=$have after $((pf_us/1000000)) s (last setup $((dt/1000)) ms)"
-        log "$tool: $stop"; break
+        stop="did not finish: prefill limit hit at N=$have after $((pf_us/1000000)) s (last setup $((dt/1000)) ms)"
+        log "$tool: prefill limit hit at N=$have after $((pf_us/1000000)) s (last setup $((dt/1000)) ms): no larger N"; break
       fi
     done
     if [ "$have" -lt "$N" ]; then rec "$tool" "B_setup_$N" NA "$stop"; rec "$tool" "B_teardown_$N" NA "$stop"; continue; fi
@@ -157,9 +157,10 @@ RUN_TOOLS=""
 mkdir -p "$WORK/json"; : >"$RES"
 for tool in $TOOLS; do
   bin="$(tool_bin "$tool")" || die "unknown tool $tool (use netd nv14 nv2)"
-  if [ "$tool" = netd ] && [ ! -x "$bin" ] && [ "$bin" = "$ROOT/target/release/netd" ]; then
-    log "netd: $bin missing, building: cargo build --release -p netd"
-    (cd "$ROOT" && cargo build --release -p netd >&2) || { log "netd: build failed"; }
+  if [ "$tool" = netd ] && [ "$bin" = "$ROOT/target/release/netd" ]; then
+    # the default binary: build it if missing, and bring it up to date (a no-op when it is)
+    log "netd: cargo build --release -p netd"
+    (cd "$ROOT" && cargo build --release -p netd >&2) || log "netd: build failed${bin:+ (using $bin if it exists)}"
   fi
   if [ ! -x "$bin" ]; then
     echo "note: $tool skipped: no executable at $bin" >&2; rec "$tool" error NA "skipped: no executable at $bin"; continue
