@@ -231,13 +231,23 @@ pub fn setup(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<BTreeMap<S
         }
         .await;
         let r = r.and_then(|()| setup_dns(dns.as_ref(), o, &plans));
+        let r = r.and_then(|()| {
+            for p in &plans {
+                if let Plan::Bridge(_) = p.plan {
+                    state.add_member(&p.net.id, &o.container_id)?;
+                }
+            }
+            Ok(())
+        });
         if let Err(e) = r {
             // Roll back the links of every network set up so far.
             let mut errs = Errors::default();
             for p in done.iter().rev() {
                 match &p.plan {
                     Plan::Bridge(b) => {
-                        b.teardown(&host, Some(&ctr), &mut errs).await;
+                        let _ = state.remove_member(&p.net.id, &o.container_id);
+                        let others = state.has_members(&p.net.id).unwrap_or(false);
+                        b.teardown(&host, Some(&ctr), others, &mut errs).await;
                     }
                     Plan::Macvlan(m) => m.teardown(Some(&ctr), &mut errs).await,
                 }
@@ -374,7 +384,9 @@ pub fn teardown(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<()> {
         for p in &plans {
             match &p.plan {
                 Plan::Bridge(b) => {
-                    if b.teardown(&host, ctr.as_ref(), &mut errs).await {
+                    errs.check(state.remove_member(&p.net.id, &o.container_id));
+                    let others = errs.check(state.has_members(&p.net.id)).unwrap_or(false);
+                    if b.teardown(&host, ctr.as_ref(), others, &mut errs).await {
                         complete.push(p.net.id.clone());
                     }
                 }

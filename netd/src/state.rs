@@ -5,6 +5,9 @@
 //!   netd processes on the same config directory are serialised by it.
 //! - `networks/<network id>.json`: the firewall view of each bridge network in use.
 //! - `ports/<network id>_<container id>.json`: a container's published ports on a network.
+//! - `members/<network id>/<container id>`: which containers are attached to a bridge network,
+//!   so a teardown knows whether it is the last one without listing the bridge's ports (a
+//!   netlink dump that grows with the number of containers).
 //!
 //! Files are written to a temporary name and renamed, so a crash never leaves half a file.
 
@@ -88,6 +91,30 @@ impl State {
 
     fn port_path(&self, net: &str, ctr: &str) -> Result<PathBuf> {
         Ok(self.dir.join("ports").join(format!("{}_{}.json", safe_component(net)?, safe_component(ctr)?)))
+    }
+
+    fn member_dir(&self, net: &str) -> Result<PathBuf> {
+        Ok(self.dir.join("members").join(safe_component(net)?))
+    }
+
+    pub fn add_member(&self, net: &str, ctr: &str) -> Result<()> {
+        let d = self.member_dir(net)?;
+        fs::create_dir_all(&d).with_ctx(|| format!("create {}", d.display()))?;
+        fs::write(d.join(safe_component(ctr)?), b"").with_ctx(|| format!("write {}", d.display()))
+    }
+
+    pub fn remove_member(&self, net: &str, ctr: &str) -> Result<()> {
+        remove(&self.member_dir(net)?.join(safe_component(ctr)?))
+    }
+
+    /// True when some container is recorded on the network.
+    pub fn has_members(&self, net: &str) -> Result<bool> {
+        let d = self.member_dir(net)?;
+        match fs::read_dir(&d) {
+            Ok(mut rd) => Ok(rd.next().is_some()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_ctx(|| format!("read {}", d.display())),
+        }
     }
 
     pub fn networks(&self) -> Result<Vec<NetRules>> {

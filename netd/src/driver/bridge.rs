@@ -157,8 +157,15 @@ impl Bridge {
         })
     }
 
-    /// Tears down; returns true when the bridge was removed (complete teardown).
-    pub async fn teardown(&self, host: &Netlink, ctr: Option<&Netlink>, errs: &mut crate::error::Errors) -> bool {
+    /// Tears down; returns true when the bridge was removed (complete teardown). When
+    /// `others_attached` is known to be true the bridge is kept without listing its ports.
+    pub async fn teardown(
+        &self,
+        host: &Netlink,
+        ctr: Option<&Netlink>,
+        others_attached: bool,
+        errs: &mut crate::error::Errors,
+    ) -> bool {
         if let Some(ctr) = ctr {
             match ctr.link_by_name(&self.common.ifname).await {
                 Ok(Some(l)) => {
@@ -167,6 +174,9 @@ impl Bridge {
                 Ok(None) => tracing::info!("interface {} already gone", self.common.ifname),
                 Err(e) => errs.push(e),
             }
+        }
+        if others_attached {
+            return false;
         }
         match host.link_by_name(&self.bridge).await {
             Ok(Some(b)) if b.kind == Some(InfoKind::Bridge) => match host.count_ports(b.index).await {
