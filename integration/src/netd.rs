@@ -173,8 +173,19 @@ pub fn netd(env: &Env, args: &[&str], stdin: Option<&Value>) -> NetdOut {
     netd_raw(env, args, bytes.as_deref())
 }
 
+/// [`netd`] with extra environment variables (`NETAVARK_DNS_PORT`, `NETAVARK_FW`, ...).
+pub fn netd_with_env(env: &Env, vars: &[(&str, &str)], args: &[&str], stdin: Option<&Value>) -> NetdOut {
+    let bytes = stdin.map(|v| v.to_string().into_bytes());
+    run_netd_env(env.netd_bin(), env, vars, args, bytes.as_deref())
+}
+
 fn run_netd(bin: &Path, env: &Env, args: &[&str], stdin: Option<&[u8]>) -> NetdOut {
+    run_netd_env(bin, env, &[], args, stdin)
+}
+
+fn run_netd_env(bin: &Path, env: &Env, vars: &[(&str, &str)], args: &[&str], stdin: Option<&[u8]>) -> NetdOut {
     let mut c = Command::new("ip");
+    c.envs(vars.iter().copied());
     c.args(["netns", "exec", env.host.name()]).arg(bin).arg("--config").arg(env.config_dir()).args(args);
     let o = cmd::run(c, stdin, NETD_TIMEOUT);
     NetdOut {

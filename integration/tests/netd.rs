@@ -15,6 +15,8 @@ mod dns;
 mod lifecycle;
 #[path = "netd/macvlan.rs"]
 mod macvlan;
+#[path = "netd/options.rs"]
+mod options;
 #[path = "netd/podman.rs"]
 mod podman;
 #[path = "netd/ports.rs"]
