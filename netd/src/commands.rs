@@ -407,8 +407,7 @@ pub fn teardown(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<()> {
     }
     if let Some(nets) = errs.check(state.networks()) {
         let remaining: Vec<NetRules> = nets.into_iter().filter(|n| !complete.contains(&n.id)).collect();
-        let batch = rules::teardown_batch(&remaining, opts.dns_port, &elems);
-        errs.check(opts.firewall.apply(&batch).ctx("remove firewall rules"));
+        errs.check(remove_firewall(opts, &remaining, &elems));
     }
     for p in &plans {
         if let Plan::Bridge(_) = p.plan {
@@ -435,6 +434,26 @@ pub fn teardown(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<()> {
         }
     }
     errs.into_result()
+}
+
+/// One batch for the whole teardown. If it fails because one of the container's host ports
+/// now maps to someone else (possible after an `nft flush ruleset` and a new setup), the
+/// elements are removed one by one, leaving the ones that are not ours, and the rules are
+/// applied on their own.
+fn remove_firewall(opts: &Opts, remaining: &[NetRules], elems: &[Elem]) -> Result<()> {
+    let batch = rules::teardown_batch(remaining, opts.dns_port, elems);
+    let Err(e) = opts.firewall.apply(&batch) else { return Ok(()) };
+    if elems.is_empty() || remaining.is_empty() {
+        return Err(e).ctx("remove firewall rules");
+    }
+    tracing::warn!("teardown batch failed ({e}); removing port elements one by one");
+    for el in elems {
+        let one = rules::teardown_batch(remaining, opts.dns_port, std::slice::from_ref(el));
+        if let Err(e) = opts.firewall.apply(&one) {
+            tracing::warn!("leaving {} {} in place: {e}", el.map, el.key);
+        }
+    }
+    opts.firewall.apply(&rules::teardown_batch(remaining, opts.dns_port, &[])).ctx("remove firewall rules")
 }
 
 pub fn update(opts: &Opts, network: &str, servers: &[String]) -> Result<()> {
@@ -472,4 +491,62 @@ pub fn version() -> String {
         "default_fw_driver": "nftables",
     }))
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::driver::Isolate;
+    use crate::error::NetdError;
+
+    /// Records applied batches; refuses any batch that touches `poison` (a host port that
+    /// now maps to another container).
+    struct FakeFw {
+        applied: Rc<RefCell<Vec<String>>>,
+        poison: &'static str,
+    }
+
+    impl Firewall for FakeFw {
+        fn apply(&self, batch: &str) -> Result<()> {
+            if batch.contains(self.poison) {
+                return Err(NetdError::Nft("Error: Could not process rule: File exists".into()));
+            }
+            self.applied.borrow_mut().push(batch.to_string());
+            Ok(())
+        }
+        fn list_map(&self, _map: &str) -> Result<String> {
+            Ok(String::new())
+        }
+    }
+
+    #[test]
+    fn teardown_removes_what_it_can_when_a_port_was_taken_over() {
+        let applied = Rc::new(RefCell::new(Vec::new()));
+        let opts = Opts {
+            config: PathBuf::from("/nonexistent"),
+            rootless: false,
+            aardvark: PathBuf::new(),
+            firewall: Box::new(FakeFw { applied: applied.clone(), poison: "tcp . 8080 :" }),
+            dns_port: 53,
+        };
+        let net = NetRules {
+            id: "n".into(),
+            name: "n".into(),
+            bridge: "br0".into(),
+            subnets: vec!["10.0.0.0/24".parse().unwrap()],
+            gateways: vec![],
+            internal: false,
+            isolate: Isolate::No,
+            dns: false,
+        };
+        let el = |p: u16| Elem { map: "pf4".into(), key: format!("tcp . {p}"), value: "10.0.0.2 . 80".into() };
+        remove_firewall(&opts, &[net], &[el(8080), el(8081)]).unwrap();
+        let applied = applied.borrow();
+        assert!(applied.iter().any(|b| b.contains("delete element inet netd pf4 { tcp . 8081 }")), "{applied:?}");
+        assert!(!applied.iter().any(|b| b.contains("tcp . 8080")));
+        assert!(applied.last().unwrap().contains("add rule inet netd FORWARD"), "rules applied at the end");
+    }
 }
