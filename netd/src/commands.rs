@@ -262,6 +262,39 @@ pub fn setup(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<BTreeMap<S
     r
 }
 
+/// Applies a firewall change for the networks `nets` in use afterwards: elements added and
+/// removed, and the per-network rules. When the rules in place are already the ones rendered
+/// for `nets` (recorded in the state), only the elements change: rewriting rules makes the
+/// kernel wait for an RCU grace period (about 15 ms on a small VM), adding elements does not.
+/// If that short batch fails for a reason other than a conflict (the table was flushed away,
+/// say), the full batch is applied instead.
+fn apply_fw(opts: &Opts, state: &State, nets: &[NetRules], add: &[Elem], remove: &[Elem]) -> Result<()> {
+    let sk = (!nets.is_empty()).then(|| rules::skeleton(nets, opts.dns_port));
+    if sk.is_some() && state.skeleton() == sk {
+        let batch = rules::elements_batch(add, remove);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match opts.firewall.apply(&batch) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.to_string().contains("File exists") => return Err(e),
+            Err(e) => tracing::info!("element-only batch failed ({e}); applying all rules"),
+        }
+    }
+    let mut batch = match &sk {
+        Some(s) => s.clone(),
+        None => format!("add table inet {t}\ndelete table inet {t}\n", t = rules::TABLE),
+    };
+    if sk.is_some() {
+        batch.push_str(&rules::elements_batch(add, remove));
+    }
+    opts.firewall.apply(&batch)?;
+    if let Err(e) = state.put_skeleton(sk.as_deref()) {
+        tracing::warn!("{e}");
+    }
+    Ok(())
+}
+
 /// What [`setup_firewall`] changed, for its rollback.
 struct FwDone {
     nets: Vec<NetRules>,
@@ -293,7 +326,7 @@ fn setup_firewall(
         }
     }
     let done = FwDone { nets, new_nets };
-    if let Err(e) = opts.firewall.apply(&rules::setup_batch(&done.nets, opts.dns_port, port_elems)) {
+    if let Err(e) = apply_fw(opts, state, &done.nets, port_elems, &[]) {
         for id in &done.new_nets {
             let _ = state.remove_network(id);
         }
@@ -316,7 +349,7 @@ fn undo_firewall(opts: &Opts, state: &State, done: FwDone, ports: Option<&PortRu
         let _ = state.remove_ports(&pr.network_id, &pr.container_id);
     }
     let remaining: Vec<NetRules> = done.nets.into_iter().filter(|n| !done.new_nets.contains(&n.id)).collect();
-    if let Err(e) = opts.firewall.apply(&rules::teardown_batch(&remaining, opts.dns_port, port_elems)) {
+    if let Err(e) = apply_fw(opts, state, &remaining, &[], port_elems) {
         tracing::warn!("rollback of firewall rules: {e}");
     }
     for id in &done.new_nets {
@@ -407,7 +440,7 @@ pub fn teardown(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<()> {
     }
     if let Some(nets) = errs.check(state.networks()) {
         let remaining: Vec<NetRules> = nets.into_iter().filter(|n| !complete.contains(&n.id)).collect();
-        errs.check(remove_firewall(opts, &remaining, &elems));
+        errs.check(remove_firewall(opts, &state, &remaining, &elems));
     }
     for p in &plans {
         if let Plan::Bridge(_) = p.plan {
@@ -440,9 +473,8 @@ pub fn teardown(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<()> {
 /// now maps to someone else (possible after an `nft flush ruleset` and a new setup), the
 /// elements are removed one by one, leaving the ones that are not ours, and the rules are
 /// applied on their own.
-fn remove_firewall(opts: &Opts, remaining: &[NetRules], elems: &[Elem]) -> Result<()> {
-    let batch = rules::teardown_batch(remaining, opts.dns_port, elems);
-    let Err(e) = opts.firewall.apply(&batch) else { return Ok(()) };
+fn remove_firewall(opts: &Opts, state: &State, remaining: &[NetRules], elems: &[Elem]) -> Result<()> {
+    let Err(e) = apply_fw(opts, state, remaining, &[], elems) else { return Ok(()) };
     if elems.is_empty() || remaining.is_empty() {
         return Err(e).ctx("remove firewall rules");
     }
@@ -453,7 +485,8 @@ fn remove_firewall(opts: &Opts, remaining: &[NetRules], elems: &[Elem]) -> Resul
             tracing::warn!("leaving {} {} in place: {e}", el.map, el.key);
         }
     }
-    opts.firewall.apply(&rules::teardown_batch(remaining, opts.dns_port, &[])).ctx("remove firewall rules")
+    opts.firewall.apply(&rules::teardown_batch(remaining, opts.dns_port, &[])).ctx("remove firewall rules")?;
+    state.put_skeleton(Some(&rules::skeleton(remaining, opts.dns_port)))
 }
 
 pub fn update(opts: &Opts, network: &str, servers: &[String]) -> Result<()> {
@@ -479,7 +512,8 @@ pub fn firewall_reload(opts: &Opts) -> Result<()> {
             Err(e) => tracing::warn!("skipping ports of container {}: {e}", pr.container_id),
         }
     }
-    opts.firewall.apply(&rules::reload_batch(&nets, opts.dns_port, &all)).ctx("reload firewall rules")
+    opts.firewall.apply(&rules::reload_batch(&nets, opts.dns_port, &all)).ctx("reload firewall rules")?;
+    state.put_skeleton((!nets.is_empty()).then(|| rules::skeleton(&nets, opts.dns_port)).as_deref())
 }
 
 pub fn version() -> String {
@@ -543,10 +577,50 @@ mod tests {
             dns: false,
         };
         let el = |p: u16| Elem { map: "pf4".into(), key: format!("tcp . {p}"), value: "10.0.0.2 . 80".into() };
-        remove_firewall(&opts, &[net], &[el(8080), el(8081)]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::new(dir.path()).unwrap();
+        remove_firewall(&opts, &state, std::slice::from_ref(&net), &[el(8080), el(8081)]).unwrap();
         let applied = applied.borrow();
         assert!(applied.iter().any(|b| b.contains("delete element inet netd pf4 { tcp . 8081 }")), "{applied:?}");
         assert!(!applied.iter().any(|b| b.contains("tcp . 8080")));
         assert!(applied.last().unwrap().contains("add rule inet netd FORWARD"), "rules applied at the end");
+    }
+
+    #[test]
+    fn unchanged_rules_are_not_rewritten() {
+        let applied = Rc::new(RefCell::new(Vec::new()));
+        let opts = Opts {
+            config: PathBuf::from("/nonexistent"),
+            rootless: false,
+            aardvark: PathBuf::new(),
+            firewall: Box::new(FakeFw { applied: applied.clone(), poison: "never" }),
+            dns_port: 53,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::new(dir.path()).unwrap();
+        let net = NetRules {
+            id: "n".into(),
+            name: "n".into(),
+            bridge: "br0".into(),
+            subnets: vec!["10.0.0.0/24".parse().unwrap()],
+            gateways: vec![],
+            internal: false,
+            isolate: Isolate::No,
+            dns: false,
+        };
+        let el = |p: u16| Elem { map: "pf4".into(), key: format!("tcp . {p}"), value: "10.0.0.2 . 80".into() };
+        apply_fw(&opts, &state, std::slice::from_ref(&net), &[el(1)], &[]).unwrap();
+        assert!(applied.borrow()[0].contains("flush chain"), "first change writes the rules");
+        apply_fw(&opts, &state, std::slice::from_ref(&net), &[el(2)], &[]).unwrap();
+        assert_eq!(applied.borrow()[1], "add element inet netd pf4 { tcp . 2 : 10.0.0.2 . 80 }\n");
+        apply_fw(&opts, &state, std::slice::from_ref(&net), &[], &[]).unwrap();
+        assert_eq!(applied.borrow().len(), 2, "nothing to do, nothing applied");
+        let mut other = net.clone();
+        other.internal = true;
+        apply_fw(&opts, &state, &[other], &[], &[el(2)]).unwrap();
+        assert!(applied.borrow()[2].contains("flush chain"), "changed rules are rewritten");
+        apply_fw(&opts, &state, &[], &[], &[el(1)]).unwrap();
+        assert_eq!(applied.borrow()[3], "add table inet netd\ndelete table inet netd\n");
+        assert!(state.skeleton().is_none());
     }
 }

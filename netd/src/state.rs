@@ -8,6 +8,8 @@
 //! - `members/<network id>/<container id>`: which containers are attached to a bridge network,
 //!   so a teardown knows whether it is the last one without listing the bridge's ports (a
 //!   netlink dump that grows with the number of containers).
+//! - `skeleton.nft`: the per-network rules last applied, so that a change which leaves them
+//!   as they are only touches map elements.
 //!
 //! Files are written to a temporary name and renamed, so a crash never leaves half a file.
 
@@ -91,6 +93,20 @@ impl State {
 
     fn port_path(&self, net: &str, ctr: &str) -> Result<PathBuf> {
         Ok(self.dir.join("ports").join(format!("{}_{}.json", safe_component(net)?, safe_component(ctr)?)))
+    }
+
+    /// The per-network rules last applied, if known.
+    pub fn skeleton(&self) -> Option<String> {
+        fs::read_to_string(self.dir.join("skeleton.nft")).ok()
+    }
+
+    /// Records the rules just applied (None: the table was deleted).
+    pub fn put_skeleton(&self, sk: Option<&str>) -> Result<()> {
+        let p = self.dir.join("skeleton.nft");
+        match sk {
+            Some(s) => write_atomic(&p, s.as_bytes()),
+            None => remove(&p),
+        }
     }
 
     fn member_dir(&self, net: &str) -> Result<PathBuf> {

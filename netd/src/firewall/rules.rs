@@ -238,11 +238,21 @@ fn elements(s: &mut String, verb: &str, elems: &[Elem], with_value: bool) {
     }
 }
 
+/// Only element changes: `add` added, `remove` removed (each as add-then-delete, so a removal
+/// succeeds whether or not the element is still there). Empty when there is nothing to do.
+pub fn elements_batch(add: &[Elem], remove: &[Elem]) -> String {
+    let mut s = String::new();
+    elements(&mut s, "add", add, true);
+    elements(&mut s, "add", remove, true);
+    elements(&mut s, "delete", remove, false);
+    s
+}
+
 /// The batch for a setup: skeleton for `nets` (which include the container's networks) plus
 /// the container's elements.
 pub fn setup_batch(nets: &[NetRules], dns_port: u16, add: &[Elem]) -> String {
     let mut s = skeleton(nets, dns_port);
-    elements(&mut s, "add", add, true);
+    s.push_str(&elements_batch(add, &[]));
     s
 }
 
@@ -253,8 +263,7 @@ pub fn teardown_batch(nets: &[NetRules], dns_port: u16, remove: &[Elem]) -> Stri
         return format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
     }
     let mut s = skeleton(nets, dns_port);
-    elements(&mut s, "add", remove, true);
-    elements(&mut s, "delete", remove, false);
+    s.push_str(&elements_batch(&[], remove));
     s
 }
 
