@@ -76,8 +76,7 @@ fn plan<'a>(o: &'a NetworkOptions) -> Result<Vec<Planned<'a>>> {
     for ((name, _), (per, net)) in o.networks.iter().zip(resolved) {
         let plan = match net.driver.as_str() {
             "bridge" => Plan::Bridge(Bridge::validate(net, per).with_ctx(|| format!("network {name}"))?),
-            "macvlan" => Plan::Macvlan(Macvlan::validate(net, per).with_ctx(|| format!("network {name}"))?),
-            "ipvlan" => return Err(msg("ipvlan is not supported by netd on this kernel")),
+            "macvlan" | "ipvlan" => Plan::Macvlan(Macvlan::validate(net, per).with_ctx(|| format!("network {name}"))?),
             d => return Err(msg(format!("unknown network driver \"{d}\""))),
         };
         if ifnames.contains(&per.interface_name) {

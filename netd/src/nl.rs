@@ -8,10 +8,12 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, InfoVeth, LinkAttribute, LinkInfo, LinkMessage, MacVlanMode,
+    InfoData, InfoKind, InfoVeth, IpVlanMode, LinkAttribute, LinkInfo, LinkMessage, MacVlanMode,
 };
 use rtnetlink::packet_route::route::RouteMessage;
-use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkIpVlan, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use crate::error::{msg, Context, NetdError, Result};
 use crate::netns::NetNs;
@@ -23,6 +25,13 @@ pub struct Netlink {
 
 fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
+}
+
+/// The mode of a link created on a parent.
+#[derive(Debug, Clone, Copy)]
+pub enum VlanMode {
+    Macvlan(MacVlanMode),
+    Ipvlan(IpVlanMode),
 }
 
 /// Facts about a link that the drivers look at.
@@ -168,24 +177,35 @@ impl Netlink {
         })
     }
 
-    /// Creates a macvlan on `parent` with a temporary name.
-    pub async fn create_macvlan(
+    /// Creates a macvlan or ipvlan on `parent` with a temporary name.
+    pub async fn create_vlan_link(
         &self,
         name: &str,
         parent: u32,
-        mode: MacVlanMode,
+        mode: VlanMode,
         mtu: Option<u32>,
         mac: Option<Vec<u8>>,
     ) -> Result<()> {
-        let mut b = LinkMacVlan::new(name, parent, mode);
-        if let Some(m) = mtu {
-            b = b.mtu(m);
-        }
-        if let Some(mac) = mac {
-            b = b.address(mac);
-        }
-        let _ = InfoMacVlan::Mode(MacVlanMode::Bridge);
-        self.handle.link().add(b.build()).execute().await.ctx("create macvlan")
+        let (msg, what) = match mode {
+            VlanMode::Macvlan(m) => {
+                let mut b = LinkMacVlan::new(name, parent, m);
+                if let Some(m) = mtu {
+                    b = b.mtu(m);
+                }
+                if let Some(mac) = mac {
+                    b = b.address(mac);
+                }
+                (b.build(), "macvlan")
+            }
+            VlanMode::Ipvlan(m) => {
+                let mut b = LinkIpVlan::new(name, parent, m);
+                if let Some(m) = mtu {
+                    b = b.mtu(m);
+                }
+                (b.build(), "ipvlan")
+            }
+        };
+        self.handle.link().add(msg).execute().await.with_ctx(|| format!("create {what}"))
     }
 
     /// Moves a link into another namespace.

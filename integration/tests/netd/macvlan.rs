@@ -62,3 +62,37 @@ fn ipvlan_l2_two_containers() {
     let net = Network::ipvlan("iv", Some(&p)).subnet("10.89.21.0/24", Some("10.89.21.1")).option("mode", "l2");
     two_containers_talk(&env, &net, 21, "ipvlan");
 }
+
+#[test]
+fn macvlan_parent_from_default_route() {
+    let env = env_or_skip!("macvlan_parent_from_default_route");
+    // No network_interface: netd takes the interface of the host's default route (the
+    // harness's upstream-facing veth).
+    let net = Network::macvlan("mvd", None).subnet("10.89.27.0/24", Some("10.89.27.1"));
+    let a = env.container("a");
+    let oa = Opts::new(&a).net(&net, Attach::eth0(&[&ip4(27, 2)]));
+    env.setup(&a, &oa);
+    let link = env.link_details(&a.ns, "eth0").expect("eth0");
+    assert_eq!(kind_of(&env, &a.ns, "eth0"), "macvlan");
+    assert!(!link["link_netnsid"].is_null(), "parent is in the host namespace: {link}");
+    // Its parent is the wan link: the upstream namespace sits on the same wire.
+    env.run(&env.upstream, "ip", &["addr", "add", "10.89.27.1/24", "dev", &env.name("lan")]);
+    env.expect_ping(&a.ns, "10.89.27.1");
+    env.teardown(&a, &oa);
+    assert_only_lo(&env, &a);
+}
+
+#[test]
+fn macvlan_private_mode_blocks_neighbours() {
+    let env = env_or_skip!("macvlan_private_mode_blocks_neighbours");
+    let p = parent(&env);
+    let net = Network::macvlan("mvp", Some(&p)).subnet("10.89.28.0/24", Some("10.89.28.1")).option("mode", "private");
+    let (a, b) = (env.container("a"), env.container("b"));
+    let oa = Opts::new(&a).net(&net, Attach::eth0(&[&ip4(28, 2)]));
+    let ob = Opts::new(&b).net(&net, Attach::eth0(&[&ip4(28, 3)]));
+    env.setup(&a, &oa);
+    env.setup(&b, &ob);
+    assert!(env.ping(&a.ns, &ip4(28, 3)).is_err(), "private macvlans must not reach each other");
+    env.teardown(&a, &oa);
+    env.teardown(&b, &ob);
+}
