@@ -406,27 +406,19 @@ pub fn teardown(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<()> {
     let _lock = state.lock()?;
     let dns = Dns::new(&opts.config, &opts.aardvark, opts.dns_port);
     let rt = runtime()?;
+    // Which networks this teardown completes: no other container is recorded on them. Their
+    // bridge goes and so do their rules; knowing it up front lets the firewall batch run
+    // while the links are deleted (both wait for the kernel's RCU grace periods).
     let mut complete = Vec::new();
-    rt.block_on(async {
-        let host = match Netlink::current() {
-            Ok(h) => h,
-            Err(e) => return errs.push(e),
-        };
-        let ctr = ctr_ns.as_ref().and_then(|n| errs.check(Netlink::in_ns(n)));
-        for p in &plans {
-            match &p.plan {
-                Plan::Bridge(b) => {
-                    errs.check(state.remove_member(&p.net.id, &o.container_id));
-                    let others = errs.check(state.has_members(&p.net.id)).unwrap_or(false);
-                    if b.teardown(&host, ctr.as_ref(), others, &mut errs).await {
-                        complete.push(p.net.id.clone());
-                    }
-                }
-                Plan::Macvlan(m) => m.teardown(ctr.as_ref(), &mut errs).await,
+    for p in &plans {
+        if let Plan::Bridge(_) = p.plan {
+            errs.check(state.remove_member(&p.net.id, &o.container_id));
+            if !errs.check(state.has_members(&p.net.id)).unwrap_or(true) {
+                complete.push(p.net.id.clone());
             }
         }
-    });
-    // Firewall: this container's ports out; networks whose bridge is gone out.
+    }
+    // Firewall: this container's ports out; completed networks out.
     let mut elems = Vec::new();
     for p in &plans {
         if let Plan::Bridge(_) = p.plan {
@@ -437,9 +429,49 @@ pub fn teardown(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<()> {
             }
         }
     }
-    if let Some(nets) = errs.check(state.networks()) {
-        let remaining: Vec<NetRules> = nets.into_iter().filter(|n| !complete.contains(&n.id)).collect();
-        errs.check(remove_firewall(opts, &state, &remaining, &elems));
+    let remaining = errs
+        .check(state.networks())
+        .map(|nets| nets.into_iter().filter(|n| !complete.contains(&n.id)).collect::<Vec<NetRules>>());
+    let mut kept = Vec::new();
+    std::thread::scope(|scope| {
+        let fw = remaining.as_ref().map(|r| scope.spawn(|| remove_firewall(opts, &state, r, &elems)));
+        rt.block_on(async {
+            let host = match Netlink::current() {
+                Ok(h) => h,
+                Err(e) => return errs.push(e),
+            };
+            let ctr = ctr_ns.as_ref().and_then(|n| errs.check(Netlink::in_ns(n)));
+            for p in &plans {
+                match &p.plan {
+                    Plan::Bridge(b) => {
+                        let last = complete.contains(&p.net.id);
+                        if last && !b.teardown(&host, ctr.as_ref(), true, &mut errs).await {
+                            kept.push(p.net.id.clone());
+                        } else if !last {
+                            b.teardown(&host, ctr.as_ref(), false, &mut errs).await;
+                        }
+                    }
+                    Plan::Macvlan(m) => m.teardown(ctr.as_ref(), &mut errs).await,
+                }
+            }
+        });
+        if let Some(fw) = fw {
+            match fw.join() {
+                Ok(r) => {
+                    errs.check(r);
+                }
+                Err(_) => errs.push(msg("the firewall thread panicked")),
+            }
+        }
+    });
+    for id in &kept {
+        // The state said this was the last container but the bridge still has ports (state
+        // lost or out of date): keep the network's rules.
+        tracing::warn!("bridge of network {id} still has ports; keeping its firewall rules");
+        if let Some(nets) = errs.check(state.networks()) {
+            errs.check(apply_fw(opts, &state, &nets, &[], &[]));
+        }
+        complete.retain(|c| c != id);
     }
     for p in &plans {
         if let Plan::Bridge(_) = p.plan {
@@ -528,8 +560,7 @@ pub fn version() -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-    use std::rc::Rc;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::driver::Isolate;
@@ -538,7 +569,7 @@ mod tests {
     /// Records applied batches; refuses any batch that touches `poison` (a host port that
     /// now maps to another container).
     struct FakeFw {
-        applied: Rc<RefCell<Vec<String>>>,
+        applied: Arc<Mutex<Vec<String>>>,
         poison: &'static str,
     }
 
@@ -547,7 +578,7 @@ mod tests {
             if batch.contains(self.poison) {
                 return Err(NetdError::Nft("Error: Could not process rule: File exists".into()));
             }
-            self.applied.borrow_mut().push(batch.to_string());
+            self.applied.lock().unwrap().push(batch.to_string());
             Ok(())
         }
         fn list_map(&self, _map: &str) -> Result<String> {
@@ -557,7 +588,7 @@ mod tests {
 
     #[test]
     fn teardown_removes_what_it_can_when_a_port_was_taken_over() {
-        let applied = Rc::new(RefCell::new(Vec::new()));
+        let applied = Arc::new(Mutex::new(Vec::new()));
         let opts = Opts {
             config: PathBuf::from("/nonexistent"),
             rootless: false,
@@ -579,7 +610,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = State::new(dir.path()).unwrap();
         remove_firewall(&opts, &state, std::slice::from_ref(&net), &[el(8080), el(8081)]).unwrap();
-        let applied = applied.borrow();
+        let applied = applied.lock().unwrap();
         assert!(applied.iter().any(|b| b.contains("delete element inet netd pf4 { tcp . 8081 }")), "{applied:?}");
         assert!(!applied.iter().any(|b| b.contains("tcp . 8080")));
         assert!(applied.last().unwrap().contains("add rule inet netd FORWARD"), "rules applied at the end");
@@ -587,7 +618,7 @@ mod tests {
 
     #[test]
     fn unchanged_rules_are_not_rewritten() {
-        let applied = Rc::new(RefCell::new(Vec::new()));
+        let applied = Arc::new(Mutex::new(Vec::new()));
         let opts = Opts {
             config: PathBuf::from("/nonexistent"),
             rootless: false,
@@ -609,17 +640,17 @@ mod tests {
         };
         let el = |p: u16| Elem { map: "pf4".into(), key: format!("tcp . {p}"), value: "10.0.0.2 . 80".into() };
         apply_fw(&opts, &state, std::slice::from_ref(&net), &[el(1)], &[]).unwrap();
-        assert!(applied.borrow()[0].contains("flush chain"), "first change writes the rules");
+        assert!(applied.lock().unwrap()[0].contains("flush chain"), "first change writes the rules");
         apply_fw(&opts, &state, std::slice::from_ref(&net), &[el(2)], &[]).unwrap();
-        assert_eq!(applied.borrow()[1], "add element inet netd pf4 { tcp . 2 : 10.0.0.2 . 80 }\n");
+        assert_eq!(applied.lock().unwrap()[1], "add element inet netd pf4 { tcp . 2 : 10.0.0.2 . 80 }\n");
         apply_fw(&opts, &state, std::slice::from_ref(&net), &[], &[]).unwrap();
-        assert_eq!(applied.borrow().len(), 2, "nothing to do, nothing applied");
+        assert_eq!(applied.lock().unwrap().len(), 2, "nothing to do, nothing applied");
         let mut other = net.clone();
         other.internal = true;
         apply_fw(&opts, &state, &[other], &[], &[el(2)]).unwrap();
-        assert!(applied.borrow()[2].contains("flush chain"), "changed rules are rewritten");
+        assert!(applied.lock().unwrap()[2].contains("flush chain"), "changed rules are rewritten");
         apply_fw(&opts, &state, &[], &[], &[el(1)]).unwrap();
-        assert_eq!(applied.borrow()[3], "add table inet netd\ndelete table inet netd\n");
+        assert_eq!(applied.lock().unwrap()[3], "add table inet netd\ndelete table inet netd\n");
         assert!(state.skeleton().is_none());
     }
 }

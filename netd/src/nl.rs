@@ -234,6 +234,19 @@ impl Netlink {
         self.handle.link().change(m).execute().await.ctx("set mtu")
     }
 
+    /// Puts a link in a link group.
+    pub async fn set_group(&self, index: u32, group: u32) -> Result<()> {
+        let m = LinkUnspec::new_with_index(index).link_group(group).build();
+        self.handle.link().change(m).execute().await.ctx("set link group")
+    }
+
+    /// Deletes every link of a group in one request.
+    pub async fn delete_group(&self, group: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::Group(group));
+        self.handle.link().del_with_message(m).execute().await.ctx("delete link group")
+    }
+
     /// Deletes a link; a link already gone is not an error.
     pub async fn delete_link(&self, index: u32) -> Result<()> {
         match self.handle.link().del(index).execute().await {

@@ -11,7 +11,7 @@ use rpod_wire::{NetAddress, NetInterface, Network, PerNetworkOptions};
 use rtnetlink::packet_route::link::InfoKind;
 
 use super::{common, isolate, Common, Isolate};
-use crate::error::{msg, Context, Result};
+use crate::error::{msg, Context, Errors, Result};
 use crate::netns::NetNs;
 use crate::nl::Netlink;
 use crate::sysctl;
@@ -157,17 +157,15 @@ impl Bridge {
         })
     }
 
-    /// Tears down; returns true when the bridge was removed (complete teardown). When
-    /// `others_attached` is known to be true the bridge is kept without listing its ports.
-    pub async fn teardown(
-        &self,
-        host: &Netlink,
-        ctr: Option<&Netlink>,
-        others_attached: bool,
-        errs: &mut crate::error::Errors,
-    ) -> bool {
+    /// Tears down. With `last` false only the container's veth goes. With `last` true the
+    /// bridge goes too, unless another port is still on it; the veth and the bridge are then
+    /// deleted in one netlink request (a link group), which costs the kernel one round of
+    /// unregistering instead of two. Returns true when the bridge is gone.
+    pub async fn teardown(&self, host: &Netlink, ctr: Option<&Netlink>, last: bool, errs: &mut Errors) -> bool {
+        let mut peer = None;
         if let Some(ctr) = ctr {
             match ctr.link_by_name(&self.common.ifname).await {
+                Ok(Some(l)) if last => peer = Some((l.index, l.link)),
                 Ok(Some(l)) => {
                     errs.check(ctr.delete_link(l.index).await.with_ctx(|| format!("delete {}", self.common.ifname)));
                 }
@@ -175,23 +173,54 @@ impl Bridge {
                 Err(e) => errs.push(e),
             }
         }
-        if others_attached {
+        if !last {
             return false;
         }
-        match host.link_by_name(&self.bridge).await {
-            Ok(Some(b)) if b.kind == Some(InfoKind::Bridge) => match host.count_ports(b.index).await {
-                Ok(0) => errs.check(host.delete_link(b.index).await.ctx("delete bridge")).is_some(),
-                Ok(_) => false,
-                Err(e) => {
-                    errs.push(e);
-                    false
+        let br = match host.link_by_name(&self.bridge).await {
+            Ok(Some(b)) if b.kind == Some(InfoKind::Bridge) => b,
+            Ok(_) => {
+                if let (Some(ctr), Some((idx, _))) = (ctr, peer) {
+                    errs.check(ctr.delete_link(idx).await.ctx("delete veth"));
                 }
-            },
-            Ok(_) => true,
+                return true;
+            }
             Err(e) => {
                 errs.push(e);
-                false
+                return false;
             }
+        };
+        let ports = match host.count_ports(br.index).await {
+            Ok(n) => n,
+            Err(e) => {
+                errs.push(e);
+                return false;
+            }
+        };
+        let ours = usize::from(peer.is_some_and(|(_, p)| p.is_some()));
+        if ports > ours {
+            if let (Some(ctr), Some((idx, _))) = (ctr, peer) {
+                errs.check(ctr.delete_link(idx).await.ctx("delete veth"));
+            }
+            return false;
+        }
+        let host_end = peer.and_then(|(_, p)| p);
+        match host_end {
+            Some(h) => {
+                let group = 0x7000_0000 | (rand::random::<u32>() & 0x0fff_ffff);
+                let r = async {
+                    host.set_group(h, group).await?;
+                    host.set_group(br.index, group).await?;
+                    host.delete_group(group).await
+                }
+                .await;
+                if let Err(e) = r {
+                    tracing::info!("group delete failed ({e}); deleting one by one");
+                    errs.check(host.delete_link(h).await.ctx("delete veth"));
+                    return errs.check(host.delete_link(br.index).await.ctx("delete bridge")).is_some();
+                }
+                true
+            }
+            None => errs.check(host.delete_link(br.index).await.ctx("delete bridge")).is_some(),
         }
     }
 }

@@ -7,7 +7,7 @@ pub mod rules;
 use crate::error::Result;
 
 /// Applies one nft batch atomically.
-pub trait Firewall {
+pub trait Firewall: Send + Sync {
     fn apply(&self, batch: &str) -> Result<()>;
     /// Lists a map's `key : value` elements (used to explain a conflict).
     fn list_map(&self, map: &str) -> Result<String>;
