@@ -586,17 +586,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn teardown_removes_what_it_can_when_a_port_was_taken_over() {
-        let applied = Arc::new(Mutex::new(Vec::new()));
-        let opts = Opts {
+    fn fake_opts(applied: &Arc<Mutex<Vec<String>>>, poison: &'static str) -> Opts {
+        Opts {
             config: PathBuf::from("/nonexistent"),
             rootless: false,
             aardvark: PathBuf::new(),
-            firewall: Box::new(FakeFw { applied: applied.clone(), poison: "tcp . 8080 :" }),
+            firewall: Box::new(FakeFw { applied: applied.clone(), poison }),
             dns_port: 53,
-        };
-        let net = NetRules {
+        }
+    }
+
+    fn one_net() -> NetRules {
+        NetRules {
             id: "n".into(),
             name: "n".into(),
             bridge: "br0".into(),
@@ -605,8 +606,18 @@ mod tests {
             internal: false,
             isolate: Isolate::No,
             dns: false,
-        };
-        let el = |p: u16| Elem { map: "pf4".into(), key: format!("tcp . {p}"), value: "10.0.0.2 . 80".into() };
+        }
+    }
+
+    fn el(port: u16) -> Elem {
+        Elem { map: "pf4".into(), key: format!("tcp . {port}"), value: "10.0.0.2 . 80".into() }
+    }
+
+    #[test]
+    fn teardown_removes_what_it_can_when_a_port_was_taken_over() {
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let opts = fake_opts(&applied, "tcp . 8080 :");
+        let net = one_net();
         let dir = tempfile::tempdir().unwrap();
         let state = State::new(dir.path()).unwrap();
         remove_firewall(&opts, &state, std::slice::from_ref(&net), &[el(8080), el(8081)]).unwrap();
@@ -619,26 +630,10 @@ mod tests {
     #[test]
     fn unchanged_rules_are_not_rewritten() {
         let applied = Arc::new(Mutex::new(Vec::new()));
-        let opts = Opts {
-            config: PathBuf::from("/nonexistent"),
-            rootless: false,
-            aardvark: PathBuf::new(),
-            firewall: Box::new(FakeFw { applied: applied.clone(), poison: "never" }),
-            dns_port: 53,
-        };
+        let opts = fake_opts(&applied, "never");
         let dir = tempfile::tempdir().unwrap();
         let state = State::new(dir.path()).unwrap();
-        let net = NetRules {
-            id: "n".into(),
-            name: "n".into(),
-            bridge: "br0".into(),
-            subnets: vec!["10.0.0.0/24".parse().unwrap()],
-            gateways: vec![],
-            internal: false,
-            isolate: Isolate::No,
-            dns: false,
-        };
-        let el = |p: u16| Elem { map: "pf4".into(), key: format!("tcp . {p}"), value: "10.0.0.2 . 80".into() };
+        let net = one_net();
         apply_fw(&opts, &state, std::slice::from_ref(&net), &[el(1)], &[]).unwrap();
         assert!(applied.lock().unwrap()[0].contains("flush chain"), "first change writes the rules");
         apply_fw(&opts, &state, std::slice::from_ref(&net), &[el(2)], &[]).unwrap();
