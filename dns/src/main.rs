@@ -74,10 +74,26 @@ fn close_inherited_fds() {
 }
 
 /// Prints a startup error where both aardvark-dns generations put it (1.4: stdout; netavark
-/// HEAD captures stderr).
+/// HEAD captures stderr), once when both go to the same file (netd captures both into one).
 fn report(msg: &str) {
     println!("dnsd: {msg}");
-    eprintln!("dnsd: {msg}");
+    if !same_file(libc::STDOUT_FILENO, libc::STDERR_FILENO) {
+        eprintln!("dnsd: {msg}");
+    }
+}
+
+/// True when two descriptors refer to the same file (device and inode).
+fn same_file(a: libc::c_int, b: libc::c_int) -> bool {
+    let stat = |fd| {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat(2) writes a `stat` into the buffer on success; it is read only then.
+        (unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0).then(|| {
+            // SAFETY: fstat returned 0, so the struct is initialised.
+            let st = unsafe { st.assume_init() };
+            (st.st_dev, st.st_ino)
+        })
+    };
+    matches!((stat(a), stat(b)), (Some(x), Some(y)) if x == y)
 }
 
 fn run(cli: &Cli) -> Result<i32> {

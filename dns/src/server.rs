@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context, Result};
 use hickory_server::Server;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::load_dir;
 use crate::handler::{Handler, Settings, SharedTable};
@@ -188,6 +188,7 @@ impl Daemon {
     /// listeners for new addresses. Returns false when no address is left (the daemon
     /// should exit).
     pub async fn reload(&mut self) -> Result<bool> {
+        debug!("reloading {}", self.dir.display());
         self.load()?;
         let ips = self.current().bind_ips();
         let gone: Vec<IpAddr> = self.listeners.keys().filter(|ip| !ips.contains(ip)).copied().collect();
@@ -211,6 +212,7 @@ impl Daemon {
                 Err(e) => warn!("cannot listen on {ip}:{}: {e:#}", self.port),
             }
         }
+        debug!("reloaded: listening on {} address(es)", self.listeners.len());
         Ok(!self.current().bind_ips().is_empty())
     }
 

@@ -541,7 +541,7 @@ impl Env {
     fn kill_aardvark(&self) {
         let Some(pid) = self.aardvark_pid() else { return };
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if !comm.contains("aardvark") {
+        if !comm.contains("aardvark") && !comm.contains("dnsd") {
             return; // already gone, and the pid may belong to someone else now
         }
         kill_and_wait(pid);

@@ -11,6 +11,8 @@ mod bad_input;
 mod bridge;
 #[path = "netd/dns.rs"]
 mod dns;
+#[path = "netd/dnsd.rs"]
+mod dnsd;
 #[path = "netd/lifecycle.rs"]
 mod lifecycle;
 #[path = "netd/macvlan.rs"]

@@ -245,8 +245,8 @@ pub fn setup(opts: &Opts, netns: &Path, o: &NetworkOptions) -> Result<BTreeMap<S
                 match &p.plan {
                     Plan::Bridge(b) => {
                         let _ = state.remove_member(&p.net.id, &o.container_id);
-                        let others = state.has_members(&p.net.id).unwrap_or(false);
-                        b.teardown(&host, Some(&ctr), others, &mut errs).await;
+                        let last = !state.has_members(&p.net.id).unwrap_or(true);
+                        b.teardown(&host, Some(&ctr), last, &mut errs).await;
                     }
                     Plan::Macvlan(m) => m.teardown(Some(&ctr), &mut errs).await,
                 }

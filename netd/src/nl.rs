@@ -130,8 +130,13 @@ impl Netlink {
     }
 
     /// Creates a bridge; returns false if it already existed (a concurrent creator won).
+    /// The bridge gets a random locally administered MAC of its own: left alone, the kernel
+    /// gives a bridge the lowest MAC among its ports and changes it as ports come and go,
+    /// which breaks the containers' ARP entries for the gateway.
     pub async fn create_bridge(&self, name: &str, mtu: Option<u32>) -> Result<bool> {
-        let mut b = LinkBridge::new(name);
+        let mut mac: [u8; 6] = rand::random();
+        mac[0] = (mac[0] & 0xfe) | 0x02;
+        let mut b = LinkBridge::new(name).address(mac.to_vec());
         if let Some(m) = mtu {
             b = b.mtu(m);
         }

@@ -1,5 +1,5 @@
 //! Try netd as a user would: Debian's podman 4.3.1 with netd as its `netavark` (and Debian's
-//! aardvark-dns), as `shared/reference/ENVIRONMENT.md` describes. `podman network create`,
+//! aardvark-dns, or our dnsd), as `shared/reference/ENVIRONMENT.md` describes. `podman network create`,
 //! `podman run -d -p` a web server, fetch it from the host, fetch it by name from a second
 //! container, then remove everything.
 //!
@@ -7,20 +7,21 @@
 //! /run), so its network, its containers, aardvark-dns and every mount vanish with the script;
 //! its storage lives in the test's directory.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use rpod_integration::cmd::{self, have_tool};
-use rpod_integration::{env_or_skip, skip};
+use rpod_integration::{env_or_skip, skip, Env};
 
 const SCRIPT: &str = r#"
 set -eu
-D="$1"; NETD="$2"
+D="$1"; NETD="$2"; AARDVARK="$3"
 mount -t tmpfs none /run
 ip link set lo up
 mkdir -p "$D/bin" "$D/rootfs/bin" "$D/rootfs/www" "$D/rootfs/etc" "$D/rootfs/proc" "$D/rootfs/sys" "$D/rootfs/dev" "$D/rootfs/tmp"
 ln -sf "$NETD" "$D/bin/netavark"
-ln -sf /usr/lib/podman/aardvark-dns "$D/bin/aardvark-dns"
+ln -sf "$AARDVARK" "$D/bin/aardvark-dns"
 cp /usr/bin/busybox "$D/rootfs/bin/busybox"
 for a in sh httpd wget cat; do ln -sf busybox "$D/rootfs/bin/$a"; done
 echo hello-from-podman > "$D/rootfs/www/index.html"
@@ -46,6 +47,7 @@ done
 [ -n "$ok" ] || { echo "host could not fetch the published port"; exit 1; }
 echo "HOST: $out"
 echo "NFT: $(nft list tables | tr '\n' ' ')"
+echo "DNS: $(readlink -f /proc/$(cat /run/containers/networks/aardvark-dns/aardvark.pid 2>/dev/null || echo 0)/exe 2>/dev/null || true)"
 echo "CTR: $($P run --rm --network rpodt1 --rootfs "$D/rootfs" wget -qO- http://web:8000/)"
 $P rm -f -t 0 web >/dev/null
 echo "AFTER: $(nft list tables | tr '\n' ' ')|$(ip -br link | grep -c podman || true)"
@@ -55,14 +57,31 @@ $P --log-level error system reset -f >/dev/null 2>&1 || true
 
 #[test]
 fn podman_431_uses_netd_as_netavark() {
-    let env = env_or_skip!("podman_431_uses_netd_as_netavark");
+    let test = "podman_431_uses_netd_as_netavark";
+    let env = env_or_skip!(test);
+    let aardvark = Path::new("/usr/lib/podman/aardvark-dns");
+    if !aardvark.is_file() {
+        skip!(test, "Debian's aardvark-dns is not installed");
+    }
+    run_podman(&env, test, aardvark);
+}
+
+/// The same with our dnsd as podman's `aardvark-dns`: the second container reaches the first
+/// by name through dnsd.
+#[test]
+fn podman_431_uses_netd_and_dnsd() {
+    let test = "podman_431_uses_netd_and_dnsd";
+    let env = env_or_skip!(test);
+    let dnsd = env.netd_bin().with_file_name("dnsd");
+    assert!(dnsd.is_file(), "{} not built (cargo build -p dnsd)", dnsd.display());
+    run_podman(&env, test, &dnsd);
+}
+
+fn run_podman(env: &Env, test: &str, aardvark: &Path) {
     for tool in ["podman", "runc", "unshare"] {
         if !have_tool(tool) {
-            skip!("podman_431_uses_netd_as_netavark", "`{tool}` is not installed (scripts/setup.sh installs it)");
+            skip!(test, "`{tool}` is not installed (scripts/setup.sh installs it)");
         }
-    }
-    if !std::path::Path::new("/usr/lib/podman/aardvark-dns").is_file() {
-        skip!("podman_431_uses_netd_as_netavark", "Debian's aardvark-dns is not installed");
     }
     let dir = env.dir().join("podman");
     std::fs::create_dir_all(&dir).expect("create podman dir");
@@ -70,7 +89,8 @@ fn podman_431_uses_netd_as_netavark() {
     c.args(["-n", "-m", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc"])
         .args(["bash", "-c", SCRIPT, "podman-test"])
         .arg(&dir)
-        .arg(env.netd_bin());
+        .arg(env.netd_bin())
+        .arg(aardvark);
     let out = cmd::run(c, None, Duration::from_secs(180));
     // podman leaves read-only layers in its storage: make sure Env's cleanup can remove them.
     let _ = Command::new("chmod").args(["-R", "u+w"]).arg(&dir).status();
@@ -79,5 +99,11 @@ fn podman_431_uses_netd_as_netavark() {
     assert!(stdout.contains("HOST: hello-from-podman"), "{stdout}");
     assert!(stdout.contains("CTR: hello-from-podman"), "name resolution and container-to-container failed: {stdout}");
     assert!(stdout.contains("NFT: table inet netd"), "netd's table was not in place: {stdout}");
+    let real = std::fs::canonicalize(aardvark).unwrap_or_else(|_| aardvark.to_path_buf());
+    assert!(
+        stdout.contains(&format!("DNS: {}", real.display())),
+        "the DNS helper was not {}: {stdout}",
+        real.display()
+    );
     assert!(stdout.contains("AFTER: |0"), "teardown left a table or a bridge behind: {stdout}");
 }
