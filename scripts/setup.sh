@@ -32,7 +32,7 @@ need_root
 
 # What the build, the tests and the demo use.
 packages=(
-    build-essential gcc pkg-config ca-certificates curl jq
+    build-essential gcc pkg-config libzstd-dev ca-certificates curl jq
     iproute2 nftables iptables procps util-linux
     netavark aardvark-dns podman runc conmon slirp4netns fuse-overlayfs catatonit
     busybox-static dnsmasq-base uidmap fuse3

@@ -1,6 +1,19 @@
-//! `rpod-storage`: the layer store and `fuse-overlay`.
-//!
-//! Only the crate skeleton exists so far; the workspace builds it from the start.
+//! `rpod-storage`: the content-addressed image and layer store, OCI layer extraction, image
+//! import/export, and overlay mounts for container root filesystems (plus the `fuse-overlay`
+//! binary, a later issue).
+
+pub mod archive;
+pub mod container;
+pub mod digest;
+pub mod error;
+pub mod extract;
+pub mod safefs;
+pub mod store;
+
+pub use store::{default_root, ContainerRecord, ImageLayer, ImageRecord, LayerRecord, Store};
+
+pub use digest::Digest;
+pub use error::{Error, Result};
 
 /// The crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
