@@ -212,9 +212,10 @@ async fn exchange(query: &[u8], server: SocketAddr) -> std::io::Result<(Message,
     let mut q = query.to_vec();
     q[..2].copy_from_slice(&id.to_be_bytes());
     let udp = exchange_udp(&q, server, id).await?;
-    let msg = decode(&udp)?;
-    if !msg.metadata.truncation {
-        return Ok((msg, udp.len()));
+    // TC set (by the upstream, or by exchange_udp for an answer that filled its buffer and
+    // may be cut): ask again over TCP without decoding what may be a partial message.
+    if udp[2] & 0x02 == 0 {
+        return Ok((decode(&udp)?, udp.len()));
     }
     let tcp = exchange_tcp(&q, server, id).await?;
     Ok((decode(&tcp)?, tcp.len()))
@@ -237,13 +238,20 @@ async fn exchange_udp(q: &[u8], server: SocketAddr, id: u16) -> std::io::Result<
     let sock = tokio::net::UdpSocket::bind(local).await?;
     sock.connect(server).await?;
     sock.send(q).await?;
-    let mut buf = vec![0u8; 65535];
+    // Answers larger than this buffer are rare (the query's EDNS size bounds them); one that
+    // fills it may have been cut by the kernel, so it is marked truncated (TC) and the caller
+    // asks again over TCP. A small buffer keeps a forwarded query cheap: no 64 KiB zeroing.
+    let mut buf = [0u8; 4096];
     loop {
         let n = sock.recv(&mut buf).await?;
         let r = &buf[..n];
         // ignore anything that is not the answer to this query
         if n >= 12 && r[..2] == id.to_be_bytes() && r[2] & 0x80 != 0 && same_question(q, r) {
-            return Ok(r.to_vec());
+            let mut out = r.to_vec();
+            if n == buf.len() {
+                out[2] |= 0x02;
+            }
+            return Ok(out);
         }
     }
 }

@@ -140,7 +140,9 @@ fn child(dir: &Path, port: u16, settings: Settings, ready: OwnedFd) -> i32 {
     if let Err(e) = std::fs::write(&pid_file, std::process::id().to_string()) {
         return fail(&mut ready, format!("writing {}: {e}", pid_file.display()));
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One thread: a DNS helper per host answers small packets; a single-threaded runtime
+    // avoids waking worker threads for every request and keeps the memory small.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = std::fs::remove_file(&pid_file);
