@@ -36,6 +36,7 @@ packages=(
     iproute2 nftables iptables procps util-linux
     netavark aardvark-dns podman runc conmon slirp4netns fuse-overlayfs catatonit
     busybox-static dnsmasq-base uidmap fuse3
+    docker-registry skopeo apache2-utils openssl
 )
 [ "$bench" -eq 1 ] && packages+=(protobuf-compiler)
 

@@ -202,6 +202,26 @@ impl Source for DirSource {
     }
 }
 
+/// Blobs already in the store (a registry pull downloaded and verified them).
+struct StoreSource;
+
+impl Source for StoreSource {
+    fn read_small(&mut self, path: &str) -> Result<Vec<u8>> {
+        Err(Error::BadArchive(format!("{path}: not in the blob store")))
+    }
+
+    fn blob(&mut self, store: &Store, path: &str, expected: Option<&Digest>, _created: &mut Created) -> Result<Digest> {
+        let d = blob_path_digest(path).ok_or_else(|| Error::BadArchive(format!("{path} names no blob")))?;
+        if let Some(e) = expected {
+            e.verify(&d, || path.to_owned())?;
+        }
+        if !store.has_blob(&d) {
+            return Err(Error::BadArchive(format!("blob {d} is not in the store")));
+        }
+        Ok(d)
+    }
+}
+
 // ------------------------------------------------------------------ JSON shapes
 
 #[derive(Debug, Deserialize)]
@@ -312,6 +332,30 @@ impl Store {
             let mut src = DirSource { root: dir.to_owned() };
             s.load_oci(&mut src, created)
         })
+    }
+
+    /// Records the image whose manifest (`manifest`, of `media_type`), config and layer
+    /// blobs are all in the blob store already (used by a registry pull): layers not yet
+    /// extracted are extracted (and added to `created`), then the image record is written
+    /// with `names`. The caller holds the GC lock (shared) and undoes `created` on error.
+    /// Returns the image ID.
+    pub(crate) fn import_stored_manifest(
+        &self,
+        manifest: &Digest,
+        media_type: &str,
+        names: Vec<String>,
+        created: &mut Created,
+    ) -> Result<String> {
+        let size = fs::metadata(self.blob_path(manifest)).ctx(|| format!("stat blob {manifest}"))?.len();
+        let desc = Descriptor {
+            media_type: media_type.to_owned(),
+            digest: manifest.clone(),
+            size,
+            annotations: HashMap::new(),
+            platform: None,
+        };
+        let rec = self.load_oci_manifest(&mut StoreSource, &desc, names, created)?;
+        Ok(self.commit_image(rec)?.id)
     }
 
     fn with_undo(&self, f: impl FnOnce(&Store, &mut Created) -> Result<Vec<String>>) -> Result<Vec<String>> {

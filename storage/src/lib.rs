@@ -7,10 +7,13 @@ pub mod container;
 pub mod digest;
 pub mod error;
 pub mod extract;
+pub mod registry;
 pub mod safefs;
 pub mod store;
 
 pub use store::{default_root, ContainerRecord, ImageLayer, ImageRecord, LayerRecord, Store};
+
+pub use registry::{login, logout, pull, Credentials, LoginOptions, PullOptions, Reference, RegistryError};
 
 pub use digest::Digest;
 pub use error::{Error, Result};

@@ -1,0 +1,172 @@
+//! `rpod`: the daemonless engine. Every command is a short process over the store (and,
+//! later, the helpers). `main.rs` only calls [`main_exit`].
+//!
+//! Errors are printed as `Error: <message>` on stderr and exit with 125, podman's code for
+//! an engine error; a command that needs another code returns [`Exit`].
+
+pub mod commands;
+pub mod format;
+pub mod reference;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use commands::{image, images, load, pull, rmi, save, tag, version};
+
+/// Podman's exit code for an error of the engine itself.
+pub const EXIT_ERROR: i32 = 125;
+
+/// An error carrying its own exit code (the message is printed as `Error: ...` unless empty).
+#[derive(Debug)]
+pub struct Exit {
+    /// The process exit code.
+    pub code: i32,
+    /// The message; empty when the command already reported.
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// Returns an [`Exit`] error.
+pub fn exit_with(code: i32, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Exit { code, message: message.into() })
+}
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rpod",
+    version,
+    about = "Manage pods, containers and images (daemonless)",
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// Path to the root directory in which data, including images, is stored
+    #[arg(long, global = true, value_name = "PATH")]
+    pub root: Option<PathBuf>,
+    /// Log messages at and above specified level: trace, debug, info, warn, error, fatal or panic
+    #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
+    pub log_level: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage images
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// List images in local storage
+    #[command(visible_alias = "list")]
+    Images(images::ImagesArgs),
+    /// Load image(s) from a tar archive or an OCI layout directory
+    Load(load::LoadArgs),
+    /// Save image(s) to an archive
+    Save(save::SaveArgs),
+    /// Remove one or more images from local storage
+    Rmi(rmi::RmiArgs),
+    /// Add an additional name to a local image
+    Tag(tag::TagArgs),
+    /// Pull an image from a registry
+    Pull(pull::PullArgs),
+    /// Log in to a container registry
+    Login(pull::LoginArgs),
+    /// Log out of a container registry
+    Logout(pull::LogoutArgs),
+    /// Display the rpod version information
+    Version(version::VersionArgs),
+}
+
+impl Cli {
+    /// The store root: `--root`, else the default for this user.
+    pub fn root(&self) -> PathBuf {
+        self.root.clone().unwrap_or_else(rpod_storage::default_root)
+    }
+
+    /// Opens the store.
+    pub fn store(&self) -> anyhow::Result<rpod_storage::Store> {
+        let root = self.root();
+        tracing::debug!(root = %root.display(), "opening store");
+        Ok(rpod_storage::Store::open(&root)?)
+    }
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = match level.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "fatal" | "panic" => "error",
+        other => {
+            return Err(anyhow::anyhow!(
+                "log level {other:?} is not supported, choose from: trace, debug, info, warn, error, fatal, panic"
+            ))
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_target(false)
+        .try_init();
+    Ok(())
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    init_logging(&cli.log_level)?;
+    match &cli.command {
+        Command::Image(c) => image::run(cli, c),
+        Command::Images(a) => images::run(cli, a),
+        Command::Load(a) => load::run(cli, a),
+        Command::Save(a) => save::run(cli, a),
+        Command::Rmi(a) => rmi::run(cli, a),
+        Command::Tag(a) => tag::run(cli, a),
+        Command::Pull(a) => pull::pull(cli, a),
+        Command::Login(a) => pull::login(cli, a),
+        Command::Logout(a) => pull::logout(cli, a),
+        Command::Version(a) => version::run(a),
+    }
+}
+
+/// Parses the process arguments, runs, reports any error, and returns the exit code.
+pub fn main_exit() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_ERROR } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(&cli) {
+        Ok(()) => 0,
+        Err(e) => report(&e),
+    }
+}
+
+/// Prints an error as podman does and returns its exit code.
+pub fn report(e: &anyhow::Error) -> i32 {
+    if let Some(x) = e.downcast_ref::<Exit>() {
+        if !x.message.is_empty() {
+            eprintln!("Error: {}", printable(&x.message));
+        }
+        return x.code;
+    }
+    eprintln!("Error: {}", printable(&format!("{e:#}")));
+    EXIT_ERROR
+}
+
+/// Escapes control characters (an error may quote bytes of a corrupt input).
+fn printable(s: &str) -> String {
+    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
