@@ -322,7 +322,12 @@ impl Extractor<'_, '_> {
                 .ctx(ctx)?;
                 let mut f = File::from(fd);
                 let want = entry.size();
-                let n = io::copy(&mut entry, &mut f).map_err(|e| bad(&raw_path, e))?;
+                // An OS error here is the write side (ENOSPC, EDQUOT, EIO): report it as I/O,
+                // not as a bad archive; the reader's errors (corrupt or truncated) carry none.
+                let n = io::copy(&mut entry, &mut f).map_err(|e| match e.raw_os_error() {
+                    Some(_) => Error::Io { context: format!("extracting {}", raw_path.display()), source: e },
+                    None => bad(&raw_path, e),
+                })?;
                 if n != want {
                     return Err(bad(&raw_path, format!("truncated: {n} of {want} bytes")));
                 }

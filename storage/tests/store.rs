@@ -653,3 +653,71 @@ fn kill_during_load() {
     s.load_archive(fs::File::open(&ar_path).unwrap()).unwrap();
     assert_eq!(s.image("big").unwrap().layers.len(), 2);
 }
+
+#[test]
+fn full_disk_gives_clear_error_and_leaves_nothing() {
+    if !require_root("full_disk_gives_clear_error_and_leaves_nothing") {
+        return;
+    }
+    /// Unmounts the tmpfs when dropped, also on panic.
+    struct Tmpfs(PathBuf);
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            if let Err(e) = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH) {
+                eprintln!("unmount {}: {e}", self.0.display());
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    fs::create_dir(&mnt).unwrap();
+    nix::mount::mount(Some("tmpfs"), &mnt, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=4m,mode=0700"))
+        .unwrap();
+    let _unmount = Tmpfs(mnt.clone());
+    let s = Store::open(mnt.join("storage")).unwrap();
+    let free = || {
+        let v = nix::sys::statvfs::statvfs(&mnt).unwrap();
+        v.blocks_available() as u64 * v.fragment_size() as u64
+    };
+    let free_before = free();
+
+    // (a) The blob fits (8 MiB of text gzips to a few KiB) but its extraction does not.
+    let text: String = (0..8 << 20).map(|i: u32| char::from(b'a' + (i % 23) as u8)).collect();
+    let big_text = layer(&[Ent::Dir("data/"), Ent::File("data/big.txt", &text)]);
+    let files = oci_files("full:text", &[(big_text, Comp::Gzip)], None);
+    // (b) The blob itself does not fit: 8 MiB that do not compress, in a docker-archive.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..8 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'!' + (x % 90) as u8
+        })
+        .collect();
+    let big_noise = layer(&[Ent::File("noise.bin", std::str::from_utf8(&noise).unwrap())]);
+
+    for (what, archive) in
+        [("extraction", tar_of(&files)), ("blob", docker_archive(&[("full:noise", &[base(), big_noise])]))]
+    {
+        let e = s.load_archive(&archive[..]).unwrap_err();
+        let msg = e.to_string();
+        eprintln!("{what}: {msg}");
+        assert!(matches!(e, Error::Io { .. }), "{what}: an I/O error, not {e:?}");
+        assert!(msg.contains("No space left on device"), "{what}: the error says the disk is full: {msg}");
+        assert!(!msg.contains("bad archive"), "{what}: not blamed on the archive: {msg}");
+        // Nothing half-done: no layer (complete or temporary), blob, link, image or temp file.
+        assert_empty(&s);
+        assert_eq!(count(&s.root().join("images")), 0, "{what}: image temp files left");
+        assert!(s.image("full:text").is_err() && s.image("full:noise").is_err());
+        // The space is given back.
+        assert!(free() + (256 << 10) >= free_before, "{what}: {} of {} bytes free again", free(), free_before);
+    }
+
+    // A reopened store finds nothing to clean, and a small image still loads.
+    let s = Store::open(mnt.join("storage")).unwrap();
+    assert_empty(&s);
+    let id = s.load_archive(&docker_archive(&[("small", &[base(), mid(), top("s")])])[..]).unwrap().remove(0);
+    assert_eq!(s.image("small").unwrap().id, id);
+    assert_eq!(s.layers().unwrap().len(), 3);
+}
