@@ -191,29 +191,88 @@ pub fn classify(last: &OsStr) -> Result<EntryKind<'_>> {
 /// Extracts a layer stream (plain, gzip or zstd tar) into the existing empty directory
 /// `dest`, returning its diff ID. The whole stream is read, so the diff ID covers the tar's
 /// trailing padding too.
-pub fn extract_layer<R: Read>(
+pub fn extract_layer<R: Read + Send>(
     input: R,
     dest: &Path,
     opts: &ExtractOptions,
     wh: &mut dyn Whiteouts,
 ) -> Result<Extracted> {
-    let (compression, reader) = decompress(input)?;
-    let mut hashing = HashingReader::new(reader);
-    {
-        let root = safefs::open_dir(dest)?;
-        let mut ex = Extractor { root, opts, wh, dir_times: Vec::new(), cached_parent: None };
-        let mut archive = tar::Archive::new(&mut hashing);
-        let entries = archive.entries().map_err(|e| Error::BadArchive(format!("reading layer tar: {e}")))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::BadArchive(format!("reading layer tar: {e}")))?;
-            ex.entry(entry)?;
+    // Two stages on two threads, like `tar -xzf` with its gzip process: one decompresses
+    // and hashes (the diff ID), the other parses the tar and writes files. Chunks travel
+    // over a small bounded channel, so memory stays bounded.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+        let producer = scope.spawn(move || -> Result<(Compression, Digest, u64)> {
+            let (compression, reader) = decompress(input)?;
+            let mut hashing = HashingReader::new(reader);
+            loop {
+                let mut buf = vec![0u8; 256 * 1024];
+                match hashing.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Ok(buf)).is_err() {
+                            break; // the extractor stopped (an error): nothing more to do
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
+            let (diff_id, diff_size) = hashing.finish();
+            Ok((compression, diff_id, diff_size))
+        });
+        let mut chan = ChanReader { rx, cur: Vec::new(), pos: 0 };
+        let r = (|| -> Result<()> {
+            let root = safefs::open_dir(dest)?;
+            let mut ex = Extractor { root, opts, wh, dir_times: Vec::new(), cached_parent: None };
+            let mut archive = tar::Archive::new(&mut chan);
+            let entries = archive.entries().map_err(|e| Error::BadArchive(format!("reading layer tar: {e}")))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::BadArchive(format!("reading layer tar: {e}")))?;
+                ex.entry(entry)?;
+            }
+            ex.finish()?;
+            io::copy(&mut chan, &mut io::sink())
+                .map_err(|e| Error::BadArchive(format!("reading the end of the layer stream: {e}")))?;
+            Ok(())
+        })();
+        drop(chan);
+        let produced = producer.join().map_err(|_| Error::BadArchive("the decompression thread panicked".into()))?;
+        // A decompression error explains an extraction failure better than its symptom.
+        let (compression, diff_id, diff_size) = produced?;
+        r?;
+        Ok(Extracted { diff_id, diff_size, compression })
+    })
+}
+
+/// Reads the chunks the decompression thread sends; a closed channel is the end.
+struct ChanReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.cur = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
         }
-        ex.finish()?;
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
-    io::copy(&mut hashing, &mut io::sink())
-        .map_err(|e| Error::BadArchive(format!("reading the end of the layer stream: {e}")))?;
-    let (diff_id, diff_size) = hashing.finish();
-    Ok(Extracted { diff_id, diff_size, compression })
 }
 
 struct Extractor<'o, 'w> {

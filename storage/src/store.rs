@@ -417,7 +417,7 @@ impl Store {
 
     /// Extracts a layer stream into the store, keyed by its computed diff ID (checked against
     /// `expected` if given). Returns the diff ID and whether this call created the layer.
-    pub fn extract_new_layer(&self, r: impl Read, expected: Option<&Digest>) -> Result<(Digest, bool)> {
+    pub fn extract_new_layer(&self, r: impl Read + Send, expected: Option<&Digest>) -> Result<(Digest, bool)> {
         let tmp = self.root.join("layers").join(format!("{TMP_PREFIX}{}", random_hex(8)));
         fs::create_dir(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
         let res = (|| {
