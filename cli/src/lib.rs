@@ -5,6 +5,7 @@
 //! an engine error; a command that needs another code returns [`Exit`].
 
 pub mod commands;
+pub mod engine;
 pub mod format;
 pub mod reference;
 
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use commands::{image, images, load, pull, rmi, save, tag, version};
+use commands::{container, image, images, load, network, pull, rmi, save, tag, version};
 
 /// Podman's exit code for an error of the engine itself.
 pub const EXIT_ERROR: i32 = 125;
@@ -54,6 +55,9 @@ pub struct Cli {
     /// Log messages at and above specified level: trace, debug, info, warn, error, fatal or panic
     #[arg(long, global = true, default_value = "warn", value_name = "LEVEL")]
     pub log_level: String,
+    /// Path to the OCI-compatible binary used to run containers
+    #[arg(long, global = true, env = "RPOD_RUNTIME", value_name = "PATH")]
+    pub runtime: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -84,6 +88,32 @@ pub enum Command {
     Logout(pull::LogoutArgs),
     /// Display the rpod version information
     Version(version::VersionArgs),
+    /// Run a command in a new container
+    Run(container::RunArgs),
+    /// Create but do not start a container
+    Create(container::CreateOnlyArgs),
+    /// Start one or more containers
+    Start(container::NamesArgs),
+    /// Stop one or more containers
+    Stop(container::StopArgs),
+    /// Remove one or more containers
+    Rm(container::RmArgs),
+    /// List containers
+    Ps(container::PsArgs),
+    /// Fetch the logs of one or more containers
+    Logs(container::LogsArgs),
+    /// Display the configuration of containers (or images)
+    Inspect(container::InspectArgs),
+    /// Block on one or more containers
+    Wait(container::NamesArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(container::PortArgs),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// The per-container monitor (internal)
+    #[command(name = "__monitor", hide = true)]
+    Monitor(container::MonitorArgs),
 }
 
 impl Cli {
@@ -135,6 +165,18 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Login(a) => pull::login(cli, a),
         Command::Logout(a) => pull::logout(cli, a),
         Command::Version(a) => version::run(a),
+        Command::Run(a) => container::run(cli, a),
+        Command::Create(a) => container::create(cli, a),
+        Command::Start(a) => container::start(cli, a),
+        Command::Stop(a) => container::stop(cli, a),
+        Command::Rm(a) => container::rm(cli, a),
+        Command::Ps(a) => container::ps(cli, a),
+        Command::Logs(a) => container::logs(cli, a),
+        Command::Inspect(a) => container::inspect(cli, a),
+        Command::Wait(a) => container::wait(cli, a),
+        Command::Port(a) => container::port(cli, a),
+        Command::Network(c) => network::run(cli, c),
+        Command::Monitor(a) => container::monitor(cli, a),
     }
 }
 

@@ -1,9 +1,11 @@
 //! One module per command (or group of related commands).
 
+pub mod container;
 pub mod image;
 pub mod images;
 pub mod inspect;
 pub mod load;
+pub mod network;
 pub mod prune;
 pub mod pull;
 pub mod rmi;

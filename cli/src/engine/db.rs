@@ -1,0 +1,314 @@
+//! The engine's state: one SQLite database at `<root>/rpod.db`.
+//!
+//! `containers` holds one row a container (its settings as JSON, its state as columns);
+//! `ips` holds the IPAM leases (one row an address on a network).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use rpod_wire::{PortMapping, StatusBlock};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+/// How a container is networked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Bridge networks, by name, in order.
+    Bridge(Vec<String>),
+    /// Only a loopback interface.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// What a container was created with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// The image's ID.
+    pub image_id: String,
+    /// The image as the user named it (resolved).
+    pub image_name: String,
+    /// The process arguments.
+    pub args: Vec<String>,
+    /// The process environment.
+    pub env: Vec<String>,
+    /// The working directory.
+    pub workdir: String,
+    /// The hostname.
+    pub hostname: String,
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+    /// Networking.
+    pub net: NetMode,
+    /// Extra DNS names on every network.
+    pub aliases: Vec<String>,
+    /// Static IPs, by network.
+    pub ips: BTreeMap<String, IpAddr>,
+    /// Remove the container when it exits.
+    pub rm: bool,
+    /// Seconds `stop` waits before SIGKILL.
+    pub stop_timeout: u64,
+}
+
+/// A container's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Created, never started (or started and cleaned up before running).
+    Created,
+    /// The process runs.
+    Running,
+    /// The process exited.
+    Exited,
+}
+
+impl State {
+    /// The database and podman spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Exited => "exited",
+        }
+    }
+
+    fn parse(s: &str) -> State {
+        match s {
+            "running" => State::Running,
+            "exited" => State::Exited,
+            _ => State::Created,
+        }
+    }
+}
+
+/// One row of `containers`.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// 64 hex.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// Its state.
+    pub state: State,
+    /// Settings.
+    pub config: ContainerConfig,
+    /// The container's PID 1 on the host (0 when not running).
+    pub pid: i64,
+    /// The monitor's PID (0 when none).
+    pub monitor_pid: i64,
+    /// The exit code (when exited).
+    pub exit_code: i64,
+    /// Unix seconds (0 = never).
+    pub started_at: i64,
+    /// Unix seconds (0 = never).
+    pub finished_at: i64,
+    /// netd's answer of the last start.
+    pub status: BTreeMap<String, StatusBlock>,
+}
+
+/// The database connection.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    config TEXT NOT NULL,
+    pid INTEGER NOT NULL DEFAULT 0,
+    monitor_pid INTEGER NOT NULL DEFAULT 0,
+    exit_code INTEGER NOT NULL DEFAULT 0,
+    started_at INTEGER NOT NULL DEFAULT 0,
+    finished_at INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS ips (
+    network TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    container TEXT NOT NULL,
+    PRIMARY KEY (network, ip)
+);
+";
+
+const COLUMNS: &str = "id, name, created, state, config, pid, monitor_pid, exit_code, started_at, finished_at, status";
+
+fn row_to_container(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Container, String, String)> {
+    let config: String = r.get(4)?;
+    let status: String = r.get(10)?;
+    let state: String = r.get(3)?;
+    Ok((
+        Container {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            created: r.get(2)?,
+            state: State::parse(&state),
+            config: ContainerConfig {
+                image_id: String::new(),
+                image_name: String::new(),
+                args: Vec::new(),
+                env: Vec::new(),
+                workdir: String::new(),
+                hostname: String::new(),
+                ports: Vec::new(),
+                net: NetMode::None,
+                aliases: Vec::new(),
+                ips: BTreeMap::new(),
+                rm: false,
+                stop_timeout: 10,
+            },
+            pid: r.get(5)?,
+            monitor_pid: r.get(6)?,
+            exit_code: r.get(7)?,
+            started_at: r.get(8)?,
+            finished_at: r.get(9)?,
+            status: BTreeMap::new(),
+        },
+        config,
+        status,
+    ))
+}
+
+fn finish(t: (Container, String, String)) -> anyhow::Result<Container> {
+    let (mut c, config, status) = t;
+    c.config =
+        serde_json::from_str(&config).with_context(|| format!("container {}: bad config in the database", c.id))?;
+    c.status = serde_json::from_str(&status).unwrap_or_default();
+    Ok(c)
+}
+
+impl Db {
+    /// Opens (creating) the database.
+    pub fn open(path: &Path) -> anyhow::Result<Db> {
+        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+        conn.execute_batch(SCHEMA).context("creating the database schema")?;
+        Ok(Db { conn })
+    }
+
+    /// Every container, oldest first.
+    pub fn containers(&self) -> anyhow::Result<Vec<Container>> {
+        let mut st = self.conn.prepare(&format!("SELECT {COLUMNS} FROM containers ORDER BY created, id"))?;
+        let rows = st.query_map([], row_to_container)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(finish).collect()
+    }
+
+    /// A container by ID.
+    pub fn get(&self, id: &str) -> anyhow::Result<Option<Container>> {
+        let t = self
+            .conn
+            .query_row(&format!("SELECT {COLUMNS} FROM containers WHERE id = ?1"), [id], row_to_container)
+            .optional()?;
+        t.map(finish).transpose()
+    }
+
+    /// Finds a container by name, full ID or unique ID prefix.
+    pub fn lookup(&self, name_or_id: &str) -> anyhow::Result<Container> {
+        let all = self.containers()?;
+        if let Some(c) = all.iter().find(|c| c.name == name_or_id || c.id == name_or_id) {
+            return Ok(c.clone());
+        }
+        let hex = !name_or_id.is_empty() && name_or_id.bytes().all(|b| b.is_ascii_hexdigit());
+        let found: Vec<&Container> =
+            if hex { all.iter().filter(|c| c.id.starts_with(name_or_id)).collect() } else { vec![] };
+        match found.len() {
+            1 => Ok(found[0].clone()),
+            0 => Err(crate::exit_with(
+                crate::EXIT_ERROR,
+                format!("no container with name or ID \"{name_or_id}\" found: no such container"),
+            )),
+            _ => anyhow::bail!("more than one result for container \"{name_or_id}\": use a longer ID"),
+        }
+    }
+
+    /// Whether a name is taken.
+    pub fn name_taken(&self, name: &str) -> anyhow::Result<bool> {
+        let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM containers WHERE name = ?1", [name], |r| r.get(0))?;
+        Ok(n > 0)
+    }
+
+    /// Inserts a new container (state `created`).
+    pub fn insert(&self, id: &str, name: &str, created: i64, config: &ContainerConfig) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO containers (id, name, created, state, config) VALUES (?1, ?2, ?3, 'created', ?4)",
+            params![id, name, created, serde_json::to_string(config)?],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a container and its leases.
+    pub fn delete(&self, id: &str) -> anyhow::Result<()> {
+        self.conn.execute("DELETE FROM ips WHERE container = ?1", [id])?;
+        self.conn.execute("DELETE FROM containers WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Records a start.
+    pub fn set_running(&self, id: &str, pid: i64, monitor_pid: i64, started: i64) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE containers SET state = 'running', pid = ?2, monitor_pid = ?3, started_at = ?4, exit_code = 0 WHERE id = ?1",
+            params![id, pid, monitor_pid, started],
+        )?;
+        Ok(())
+    }
+
+    /// Records an exit.
+    pub fn set_exited(&self, id: &str, code: i64, finished: i64) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE containers SET state = 'exited', pid = 0, monitor_pid = 0, exit_code = ?2, finished_at = ?3 WHERE id = ?1",
+            params![id, code, finished],
+        )?;
+        Ok(())
+    }
+
+    /// Records netd's status of the last start.
+    pub fn set_status(&self, id: &str, status: &BTreeMap<String, StatusBlock>) -> anyhow::Result<()> {
+        self.conn
+            .execute("UPDATE containers SET status = ?2 WHERE id = ?1", params![id, serde_json::to_string(status)?])?;
+        Ok(())
+    }
+
+    /// The addresses leased on a network.
+    pub fn leased(&self, network: &str) -> anyhow::Result<Vec<IpAddr>> {
+        let mut st = self.conn.prepare("SELECT ip FROM ips WHERE network = ?1")?;
+        let v = st.query_map([network], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v.iter().filter_map(|s| s.parse().ok()).collect())
+    }
+
+    /// Leases an address.
+    pub fn lease(&self, network: &str, ip: IpAddr, container: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO ips (network, ip, container) VALUES (?1, ?2, ?3)",
+            params![network, ip.to_string(), container],
+        )?;
+        Ok(())
+    }
+
+    /// How many containers use a network.
+    pub fn network_users(&self, network: &str) -> anyhow::Result<Vec<String>> {
+        let mut st = self.conn.prepare("SELECT DISTINCT container FROM ips WHERE network = ?1")?;
+        let v = st.query_map([network], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v)
+    }
+
+    /// Begins an immediate (write-locked) transaction.
+    pub fn begin(&self) -> anyhow::Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Commits.
+    pub fn commit(&self) -> anyhow::Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+}

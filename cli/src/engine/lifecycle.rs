@@ -1,0 +1,735 @@
+//! Container lifecycle: create, prepare (mount, netns, netd, files, bundle), run under a
+//! monitor, clean up after exit, stop and remove.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rpod_wire::{NetworkOptions, PerNetworkOptions, PortMapping, StatusBlock};
+use serde_json::Value;
+
+use super::db::{Container, ContainerConfig, NetMode, State};
+use super::{network, Engine};
+use crate::{exit_with, EXIT_ERROR};
+
+/// Exit code when the command cannot be invoked.
+pub const EXIT_CANNOT_INVOKE: i32 = 126;
+/// Exit code when the command is not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// What `create` (and `run`) asks for.
+#[derive(Debug, Default, Clone)]
+pub struct CreateRequest {
+    /// `--name`.
+    pub name: Option<String>,
+    /// The image reference.
+    pub image: String,
+    /// The command (overrides the image's Cmd).
+    pub cmd: Vec<String>,
+    /// `--entrypoint`.
+    pub entrypoint: Option<String>,
+    /// `-e`.
+    pub env: Vec<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `-p`.
+    pub ports: Vec<String>,
+    /// `--network`.
+    pub network: Option<String>,
+    /// `--network-alias`.
+    pub aliases: Vec<String>,
+    /// `--rm`.
+    pub rm: bool,
+}
+
+/// Parses `[IP:]HOST:CTR[/PROTO]` (and `HOST-HOST:CTR-CTR` ranges).
+pub fn parse_port(spec: &str) -> anyhow::Result<Vec<PortMapping>> {
+    let bad = || anyhow::anyhow!("invalid port format {spec:?}: expected [IP:]HOST:CONTAINER[/PROTOCOL]");
+    let (rest, proto) = match spec.rsplit_once('/') {
+        Some((r, p)) => (r, p),
+        None => (spec, "tcp"),
+    };
+    let protos: Vec<&str> = proto.split(',').collect();
+    if protos.iter().any(|p| !matches!(*p, "tcp" | "udp" | "sctp")) {
+        anyhow::bail!("invalid protocol {proto:?} in port {spec:?}: tcp, udp or sctp");
+    }
+    let (ip, host, ctr) = match rest.rsplit_once(':') {
+        Some((left, ctr)) => match left.rsplit_once(':') {
+            Some((ip, host)) => (ip.trim_start_matches('[').trim_end_matches(']'), host, ctr),
+            None => ("", left, ctr),
+        },
+        None => return Err(bad()),
+    };
+    if !ip.is_empty() {
+        ip.parse::<IpAddr>().map_err(|_| anyhow::anyhow!("invalid IP address {ip:?} in port {spec:?}"))?;
+    }
+    let range = |s: &str| -> anyhow::Result<(u16, u16)> {
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let a: u16 = a.parse().map_err(|_| bad())?;
+        let b: u16 = b.parse().map_err(|_| bad())?;
+        if a == 0 || b < a {
+            return Err(bad());
+        }
+        Ok((a, b))
+    };
+    let (h0, h1) = range(host)?;
+    let (c0, c1) = range(ctr)?;
+    if h1 - h0 != c1 - c0 {
+        anyhow::bail!("host and container port ranges of {spec:?} differ in size");
+    }
+    Ok(protos
+        .iter()
+        .map(|p| PortMapping {
+            host_ip: ip.to_owned(),
+            container_port: c0,
+            host_port: h0,
+            range: c1 - c0 + 1,
+            protocol: (*p).to_owned(),
+        })
+        .collect())
+}
+
+fn image_config(engine: &Engine, record: &rpod_storage::ImageRecord) -> Value {
+    engine
+        .store
+        .read_blob(&record.config_digest)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v.get("config").cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+const ADJECTIVES: &[&str] = &["brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry"];
+const NOUNS: &[&str] = &["turing", "lovelace", "hopper", "ritchie", "thompson", "knuth", "dijkstra", "hamilton"];
+
+fn random_name(engine: &Engine) -> anyhow::Result<String> {
+    loop {
+        let n = format!(
+            "{}_{}",
+            ADJECTIVES[rand::random_range(0..ADJECTIVES.len())],
+            NOUNS[rand::random_range(0..NOUNS.len())]
+        );
+        let n = if rand::random_range(0..4) == 0 { format!("{n}{}", rand::random_range(0..100)) } else { n };
+        if !engine.db.name_taken(&n)? {
+            return Ok(n);
+        }
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// Creates a container: the store's writable layer, IP leases and the database row.
+/// Nothing is left behind on error.
+pub fn create(engine: &Engine, req: &CreateRequest) -> anyhow::Result<String> {
+    let mut ports = Vec::new();
+    for p in &req.ports {
+        ports.extend(parse_port(p)?);
+    }
+    let net = match req.network.as_deref() {
+        None | Some("") | Some("bridge") => NetMode::Bridge(vec![network::DEFAULT_NETWORK.to_owned()]),
+        Some("none") => NetMode::None,
+        Some("host") => NetMode::Host,
+        Some(list) => NetMode::Bridge(list.split(',').map(str::to_owned).collect()),
+    };
+    let mut networks = Vec::new();
+    if let NetMode::Bridge(names) = &net {
+        for n in names {
+            networks.push(network::get(&engine.root, n)?);
+        }
+    } else if !ports.is_empty() {
+        anyhow::bail!("published ports need a bridge network: invalid argument");
+    }
+    let (record, image_ref) = crate::commands::resolve(&engine.store, &req.image)?;
+    let icfg = image_config(engine, &record);
+    let entrypoint = match &req.entrypoint {
+        Some(e) if e.trim_start().starts_with('[') => {
+            serde_json::from_str::<Vec<String>>(e).with_context(|| format!("invalid --entrypoint {e:?}"))?
+        }
+        Some(e) if e.is_empty() => vec![],
+        Some(e) => vec![e.clone()],
+        None => strings(icfg.get("Entrypoint")),
+    };
+    let cmd = if !req.cmd.is_empty() {
+        req.cmd.clone()
+    } else if req.entrypoint.is_some() {
+        vec![]
+    } else {
+        strings(icfg.get("Cmd"))
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        anyhow::bail!("no command or entrypoint provided, and no CMD or ENTRYPOINT from image");
+    }
+    let mut env: Vec<String> = strings(icfg.get("Env"));
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned());
+    }
+    let mut set_env = |kv: String| {
+        let key = kv.split('=').next().unwrap_or_default().to_owned();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    };
+    set_env("container=podman".to_owned());
+    for e in &req.env {
+        if e.contains('=') {
+            set_env(e.clone());
+        } else if let Ok(v) = std::env::var(e) {
+            set_env(format!("{e}={v}"));
+        }
+    }
+    let workdir = req
+        .workdir
+        .clone()
+        .or_else(|| icfg.get("WorkingDir").and_then(Value::as_str).map(str::to_owned))
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".to_owned());
+    if !workdir.starts_with('/') {
+        anyhow::bail!("workdir {workdir:?} must be an absolute path");
+    }
+
+    let _lock = engine.lock()?;
+    let name = match &req.name {
+        Some(n) => {
+            if !valid_name(n) {
+                anyhow::bail!("names must match [a-zA-Z0-9][a-zA-Z0-9_.-]*: invalid argument");
+            }
+            if let Ok(c) = engine.db.lookup(n) {
+                if c.name == *n {
+                    anyhow::bail!(
+                        "creating container storage: the container name \"{n}\" is already in use by {}. You have to remove that container to be able to reuse that name: that name is already in use",
+                        c.id
+                    );
+                }
+            }
+            n.clone()
+        }
+        None => random_name(engine)?,
+    };
+    let id = engine.store.create_container(&image_ref)?;
+    let res = (|| -> anyhow::Result<()> {
+        let mut ips = BTreeMap::new();
+        for n in &networks {
+            let ip = network::next_free(n, &engine.db.leased(&n.name)?)?;
+            ips.insert(n.name.clone(), ip);
+        }
+        let cfg = ContainerConfig {
+            image_id: record.id.clone(),
+            image_name: image_ref.clone(),
+            args,
+            env,
+            workdir,
+            hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_owned()),
+            ports,
+            net,
+            aliases: req.aliases.clone(),
+            ips: ips.clone(),
+            rm: req.rm,
+            stop_timeout: 10,
+        };
+        engine.db.insert(&id, &name, crate::format::now(), &cfg)?;
+        for (n, ip) in &ips {
+            engine.db.lease(n, *ip, &id)?;
+        }
+        let dir = engine.run_dir(&id);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        File::create(dir.join("ctr.log")).context("creating the log file")?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = engine.db.delete(&id);
+        let _ = std::fs::remove_dir_all(engine.run_dir(&id));
+        let _ = engine.store.delete_container(&id);
+        return Err(e);
+    }
+    Ok(id)
+}
+
+fn network_options(engine: &Engine, c: &Container) -> anyhow::Result<Option<NetworkOptions>> {
+    let NetMode::Bridge(names) = &c.config.net else { return Ok(None) };
+    let mut networks = Vec::new();
+    let mut info = std::collections::HashMap::new();
+    for (i, n) in names.iter().enumerate() {
+        let net = network::get(&engine.root, n)?;
+        let mut aliases = c.config.aliases.clone();
+        aliases.push(c.id[..12].to_owned());
+        networks.push((
+            n.clone(),
+            PerNetworkOptions {
+                interface_name: format!("eth{i}"),
+                static_ips: c.config.ips.get(n).map(|ip| vec![*ip]),
+                static_mac: None,
+                aliases: Some(aliases),
+                options: None,
+            },
+        ));
+        info.insert(n.clone(), net);
+    }
+    Ok(Some(NetworkOptions {
+        container_id: c.id.clone(),
+        container_name: c.name.clone(),
+        container_hostname: Some(c.config.hostname.clone()),
+        networks,
+        network_info: info,
+        port_mappings: (!c.config.ports.is_empty()).then(|| c.config.ports.clone()),
+        dns_servers: None,
+    }))
+}
+
+fn host_resolv() -> String {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            let mut w = l.split_whitespace();
+            !(w.next() == Some("nameserver") && w.next().is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn write_files(engine: &Engine, c: &Container, status: &BTreeMap<String, StatusBlock>) -> anyhow::Result<()> {
+    let dir = engine.run_dir(&c.id);
+    let mut hosts = String::from(
+        "127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4\n::1         localhost localhost.localdomain localhost6 localhost6.localdomain6\n",
+    );
+    let mut search: Vec<String> = Vec::new();
+    let mut servers: Vec<IpAddr> = Vec::new();
+    let mut gateway = None;
+    for s in status.values() {
+        for i in s.interfaces.values() {
+            for a in &i.subnets {
+                hosts.push_str(&format!("{}\t{} {}\n", a.ipnet.addr(), c.config.hostname, c.name));
+                gateway = gateway.or(a.gateway);
+            }
+        }
+        for d in &s.dns_search_domains {
+            if !search.contains(d) {
+                search.push(d.clone());
+            }
+        }
+        for ip in &s.dns_server_ips {
+            if !servers.contains(ip) {
+                servers.push(*ip);
+            }
+        }
+    }
+    if let Some(g) = gateway {
+        hosts.push_str(&format!("{g}\thost.containers.internal host.docker.internal\n"));
+    }
+    if c.config.net == NetMode::Host {
+        hosts = std::fs::read_to_string("/etc/hosts").unwrap_or(hosts);
+    }
+    let resolv = if servers.is_empty() {
+        host_resolv()
+    } else {
+        let mut r = String::new();
+        if !search.is_empty() {
+            r.push_str(&format!("search {}\n", search.join(" ")));
+        }
+        for s in &servers {
+            r.push_str(&format!("nameserver {s}\n"));
+        }
+        r
+    };
+    std::fs::write(dir.join("hosts"), hosts).context("writing hosts")?;
+    std::fs::write(dir.join("resolv.conf"), resolv).context("writing resolv.conf")?;
+    std::fs::write(dir.join("hostname"), format!("{}\n", c.config.hostname)).context("writing hostname")?;
+    Ok(())
+}
+
+/// Prepares a start: mounts the rootfs, creates the network namespace, runs `netd setup`,
+/// writes `/etc` files and the bundle. Undoes what it did on error.
+pub fn prepare(engine: &Engine, c: &Container) -> anyhow::Result<()> {
+    let rootfs = engine.store.mount(&c.id)?;
+    let netns = Engine::netns_path(&c.id);
+    let mut netns_made = false;
+    let res = (|| -> anyhow::Result<()> {
+        let opts = network_options(engine, c)?;
+        let ns = match c.config.net {
+            NetMode::Host => None,
+            _ => {
+                super::create_netns(&netns, c.config.net == NetMode::None)?;
+                netns_made = true;
+                Some(netns.as_path())
+            }
+        };
+        let status = match &opts {
+            Some(o) => engine.netd_setup(&netns, o)?,
+            None => BTreeMap::new(),
+        };
+        let res = (|| -> anyhow::Result<()> {
+            engine.db.set_status(&c.id, &status)?;
+            write_files(engine, c, &status)?;
+            let dir = engine.run_dir(&c.id);
+            let spec = super::spec::build(&c.config, &rootfs, ns, &dir)?;
+            let json = serde_json::to_vec_pretty(&spec)?;
+            std::fs::write(dir.join("config.json"), json).context("writing config.json")?;
+            Ok(())
+        })();
+        if res.is_err() {
+            if let Some(o) = &opts {
+                let _ = engine.netd("teardown", &netns, o);
+            }
+        }
+        res
+    })();
+    if res.is_err() {
+        if netns_made {
+            super::remove_netns(&netns);
+        }
+        let _ = engine.store.unmount(&c.id);
+    }
+    res
+}
+
+/// Undoes `prepare` after the container stopped: the runtime's state, `netd teardown`, the
+/// network namespace and the rootfs mount. Safe to call more than once.
+pub fn cleanup(engine: &Engine, c: &Container) {
+    let _ =
+        engine.runtime_cmd().args(["delete", "--force", &c.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let netns = Engine::netns_path(&c.id);
+    if netns.exists() {
+        match network_options(engine, c) {
+            Ok(Some(o)) => {
+                if let Err(e) = engine.netd("teardown", &netns, &o) {
+                    tracing::warn!(container = %c.id, error = %format!("{e:#}"), "network teardown failed");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(container = %c.id, error = %format!("{e:#}"), "network teardown failed"),
+        }
+        super::remove_netns(&netns);
+    }
+    if let Err(e) = engine.store.unmount(&c.id) {
+        tracing::warn!(container = %c.id, error = %e, "unmount failed");
+    }
+}
+
+/// Removes a stopped container entirely (idempotent).
+pub fn remove_stopped(engine: &Engine, c: &Container) -> anyhow::Result<()> {
+    cleanup(engine, c);
+    let _lock = engine.lock()?;
+    match engine.store.delete_container(&c.id) {
+        Ok(()) | Err(rpod_storage::Error::ContainerNotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    engine.db.delete(&c.id)?;
+    let _ = std::fs::remove_dir_all(engine.run_dir(&c.id));
+    Ok(())
+}
+
+/// Where the container's stdout and stderr go.
+#[derive(Debug)]
+pub enum Output {
+    /// The log file.
+    Log,
+    /// This process's stdio.
+    Inherit,
+}
+
+/// The message of the runtime's last error (from its JSON log), if any.
+fn runtime_error(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("runc.log")).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("level").and_then(Value::as_str) == Some("error"))
+        .filter_map(|v| v.get("msg").and_then(Value::as_str).map(str::to_owned))
+        .next_back()
+}
+
+/// The exit code for a runtime failure, as podman maps them.
+pub fn runtime_error_code(msg: &str) -> i32 {
+    if msg.contains("executable file not found") || msg.contains("no such file or directory") {
+        EXIT_NOT_FOUND
+    } else if msg.contains("permission denied") {
+        EXIT_CANNOT_INVOKE
+    } else {
+        EXIT_ERROR
+    }
+}
+
+/// Creates and starts the container with the runtime; returns its PID. On error the
+/// runtime's state is removed and the error carries podman's exit code.
+pub fn launch(engine: &Engine, c: &Container, out: &Output) -> anyhow::Result<i64> {
+    let dir = engine.run_dir(&c.id);
+    let _ = std::fs::remove_file(dir.join("runc.log"));
+    let _ = std::fs::remove_file(dir.join("pidfile"));
+    let _ = std::fs::remove_file(dir.join("exit"));
+    let mut cmd = engine.runtime_cmd();
+    cmd.arg("--log").arg(dir.join("runc.log")).args(["--log-format", "json", "create", "--bundle"]);
+    cmd.arg(&dir).arg("--pid-file").arg(dir.join("pidfile")).arg(&c.id);
+    cmd.stdin(Stdio::null());
+    match out {
+        Output::Log => {
+            let log =
+                OpenOptions::new().create(true).append(true).open(dir.join("ctr.log")).context("opening the log")?;
+            cmd.stdout(log.try_clone()?).stderr(log);
+        }
+        Output::Inherit => {
+            cmd.stderr(Stdio::inherit()).stdout(Stdio::inherit());
+        }
+    }
+    let st = cmd.status().with_context(|| format!("running {}", engine.runtime))?;
+    if !st.success() {
+        let _ = engine.runtime_cmd().args(["delete", "--force", &c.id]).stderr(Stdio::null()).status();
+        let msg = runtime_error(&dir).unwrap_or_else(|| format!("{} create failed ({st})", engine.runtime));
+        return Err(exit_with(runtime_error_code(&msg), msg));
+    }
+    let pid: i64 = std::fs::read_to_string(dir.join("pidfile"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("the runtime wrote no pid file"))?;
+    let st = engine
+        .runtime_cmd()
+        .arg("--log")
+        .arg(dir.join("runc.log"))
+        .args(["--log-format", "json", "start", &c.id])
+        .stdout(Stdio::null())
+        .status()?;
+    if !st.success() {
+        let _ = engine.runtime_cmd().args(["delete", "--force", &c.id]).stderr(Stdio::null()).status();
+        let msg = runtime_error(&dir).unwrap_or_else(|| format!("{} start failed ({st})", engine.runtime));
+        return Err(exit_with(runtime_error_code(&msg), msg));
+    }
+    Ok(pid)
+}
+
+/// The last SIGINT/SIGTERM/SIGHUP received while a foreground container runs (0: none).
+static PENDING_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn note_signal(sig: libc::c_int) {
+    PENDING_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP interrupt [`wait_pid`], which forwards them to the
+/// container (as podman's `--sig-proxy` does).
+pub fn proxy_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::Handler(note_signal), SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
+        if let Err(e) = unsafe { sigaction(sig, &action) } {
+            tracing::warn!(signal = %sig, error = %e, "cannot proxy signal");
+        }
+    }
+}
+
+/// Waits for `pid` (this process must be its parent or subreaper), reaping every other
+/// child on the way and forwarding signals noted by [`proxy_signals`]; returns the exit
+/// code (128 + signal when killed).
+pub fn wait_pid(pid: i64) -> i32 {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(p, code)) if i64::from(p.as_raw()) == pid => return code,
+            Ok(WaitStatus::Signaled(p, sig, _)) if i64::from(p.as_raw()) == pid => return 128 + sig as i32,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {
+                let sig = PENDING_SIGNAL.swap(0, std::sync::atomic::Ordering::SeqCst);
+                if let (Ok(s), Ok(p)) = (nix::sys::signal::Signal::try_from(sig), i32::try_from(pid)) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), s);
+                }
+            }
+            Err(_) => return EXIT_ERROR,
+        }
+    }
+}
+
+/// Runs a prepared container to its end: launch, record the start (calling `started` with
+/// the PID), wait, record the exit, clean up (and remove it if `--rm`). Returns the exit code.
+pub fn supervise(
+    engine: &Engine,
+    c: &Container,
+    out: Output,
+    started: impl FnOnce(anyhow::Result<i64>),
+) -> anyhow::Result<i32> {
+    nix::sys::prctl::set_child_subreaper(true).context("prctl(PR_SET_CHILD_SUBREAPER)")?;
+    let pid = match launch(engine, c, &out) {
+        Ok(pid) => pid,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let code = e.downcast_ref::<crate::Exit>().map(|x| x.code).unwrap_or(EXIT_ERROR);
+            cleanup(engine, c);
+            started(Err(exit_with(code, msg.clone())));
+            return Err(exit_with(code, msg));
+        }
+    };
+    engine.db.set_running(&c.id, pid, i64::from(std::process::id()), crate::format::now())?;
+    started(Ok(pid));
+    let code = wait_pid(pid);
+    let _ = std::fs::write(engine.run_dir(&c.id).join("exit"), format!("{code}\n"));
+    finish_exit(engine, &c.id, i64::from(code), crate::format::now());
+    Ok(code)
+}
+
+/// After an exit: clean up (or remove the container when it was created with `--rm`), then
+/// record the exit, so whoever waits for the state sees a container that can start again.
+pub fn finish_exit(engine: &Engine, id: &str, code: i64, finished: i64) {
+    let Ok(Some(c)) = engine.db.get(id) else { return };
+    if c.config.rm {
+        if let Err(e) = remove_stopped(engine, &c) {
+            tracing::warn!(container = %id, error = %format!("{e:#}"), "removing the container failed");
+        }
+    } else {
+        cleanup(engine, &c);
+    }
+    if let Ok(Some(_)) = engine.db.get(id) {
+        if let Err(e) = engine.db.set_exited(id, code, finished) {
+            tracing::warn!(container = %id, error = %format!("{e:#}"), "recording the exit failed");
+        }
+    }
+}
+
+/// Starts a created or exited container under a detached monitor (`rpod __monitor`);
+/// returns once the process runs (or failed to start).
+pub fn start_detached(engine: &Engine, c: &Container, cli_root: &Path) -> anyhow::Result<()> {
+    prepare(engine, c)?;
+    let exe = std::env::current_exe().context("finding the rpod executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--root").arg(cli_root).arg("--runtime").arg(&engine.runtime).arg("__monitor").arg(&c.id);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = match cmd.spawn() {
+        Ok(ch) => ch,
+        Err(e) => {
+            cleanup(engine, c);
+            return Err(e).context("starting the monitor");
+        }
+    };
+    let mut line = String::new();
+    if let Some(o) = child.stdout.take() {
+        let _ = BufReader::new(o).read_line(&mut line);
+    }
+    let line = line.trim_end();
+    if line.starts_with("ok") {
+        return Ok(());
+    }
+    // The monitor failed: it cleaned up; reap it.
+    let _ = child.wait();
+    match line.strip_prefix("err ").and_then(|r| r.split_once(' ')) {
+        Some((code, msg)) => Err(exit_with(code.parse().unwrap_or(EXIT_ERROR), msg.to_owned())),
+        None => {
+            cleanup(engine, c);
+            Err(anyhow::anyhow!("the container monitor exited before the container started"))
+        }
+    }
+}
+
+/// The monitor's body: detached from the caller's session, it launches the container with
+/// its output to the log file, reports on stdout, and waits.
+pub fn monitor(engine: &Engine, id: &str) -> anyhow::Result<()> {
+    let _ = nix::unistd::setsid();
+    let c = engine.db.get(id)?.ok_or_else(|| anyhow::anyhow!("no container {id}"))?;
+    let report = |r: anyhow::Result<i64>| {
+        let mut o = std::io::stdout().lock();
+        let _ = match r {
+            Ok(pid) => writeln!(o, "ok {pid}"),
+            Err(e) => {
+                let code = e.downcast_ref::<crate::Exit>().map(|x| x.code).unwrap_or(EXIT_ERROR);
+                writeln!(o, "err {code} {}", format!("{e:#}").replace('\n', " "))
+            }
+        };
+        let _ = o.flush();
+        // Nothing more goes to the caller: point stdout at /dev/null.
+        if let Ok(null) = File::options().write(true).open("/dev/null") {
+            let _ = nix::unistd::dup2_stdout(null);
+        }
+    };
+    match supervise(engine, &c, Output::Log, report) {
+        Ok(_) => Ok(()),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Stops a running container: SIGTERM, then SIGKILL after `timeout` seconds; waits for the
+/// monitor to record the exit.
+pub fn stop(engine: &Engine, c: &Container, timeout: u64) -> anyhow::Result<()> {
+    if c.state != State::Running {
+        return Ok(());
+    }
+    let kill = |sig: &str| {
+        let _ = engine.runtime_cmd().args(["kill", &c.id, sig]).stderr(Stdio::null()).status();
+    };
+    let exited = |d: Duration| -> anyhow::Result<bool> {
+        let end = Instant::now() + d;
+        loop {
+            match engine.db.get(&c.id)? {
+                None => return Ok(true),
+                Some(x) if x.state != State::Running => return Ok(true),
+                Some(x) if !super::alive(x.pid) && !super::alive(x.monitor_pid) => {
+                    // Nobody will record it: the monitor is gone.
+                    finish_exit(engine, &c.id, 137, crate::format::now());
+                    return Ok(true);
+                }
+                Some(_) => {}
+            }
+            if Instant::now() >= end {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    if timeout > 0 {
+        kill("TERM");
+        if exited(Duration::from_secs(timeout))? {
+            return Ok(());
+        }
+    }
+    kill("KILL");
+    if !exited(Duration::from_secs(10))? {
+        anyhow::bail!("container {} did not exit after SIGKILL", c.id);
+    }
+    Ok(())
+}
+
+/// Marks containers whose process and monitor are gone as exited (after a kill -9 or a
+/// reboot) and cleans up after them.
+pub fn reconcile(engine: &Engine) -> anyhow::Result<()> {
+    for c in engine.db.containers()? {
+        if c.state == State::Running && !super::alive(c.pid) && !super::alive(c.monitor_pid) {
+            tracing::info!(container = %c.id, "container is gone: marking it exited");
+            finish_exit(engine, &c.id, 137, crate::format::now());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports() {
+        let p = parse_port("8080:80").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p[0].host_port, p[0].container_port, p[0].range, p[0].protocol.as_str()), (8080, 80, 1, "tcp"));
+        let p = parse_port("127.0.0.1:8080-8081:80-81/udp").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p[0].host_ip.as_str(), p[0].range, p[0].protocol.as_str()), ("127.0.0.1", 2, "udp"));
+        assert_eq!(parse_port("1:2/tcp,udp").unwrap_or_else(|e| panic!("{e}")).len(), 2);
+        for bad in ["80", "x:80", "1:2/icmp", "1.2.3:1:2", "1-3:1-2", "0:1"] {
+            assert!(parse_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(runtime_error_code("exec: \"nope\": executable file not found in $PATH"), 127);
+        assert_eq!(runtime_error_code("exec /x: permission denied"), 126);
+        assert_eq!(runtime_error_code("something else"), 125);
+    }
+}

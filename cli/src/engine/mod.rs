@@ -1,0 +1,208 @@
+//! The container engine: state (SQLite plus per-container folders), networks (netd run as a
+//! process, IPAM here), network namespaces, the OCI runtime and the per-container monitor.
+//!
+//! Layout under the store root:
+//! - `rpod.db`: containers and IP leases; `rpod.lock`: held by commands while they change
+//!   state;
+//! - `containers-run/<id>/`: the bundle (`config.json`), `ctr.log`, `exit`, `hosts`,
+//!   `resolv.conf`, `hostname`, `runc.log`;
+//! - `networks/<name>.json`: podman-format network files; `netd-run/`: netd's `--config`.
+//!
+//! Network namespaces are bind mounts under `/run/rpod/netns/<id>`, and the runtime's state
+//! is under `/run/rpod/runc`: both vanish on reboot, like the processes they describe.
+
+pub mod db;
+pub mod lifecycle;
+pub mod network;
+pub mod spec;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
+use nix::fcntl::{Flock, FlockArg};
+use rpod_storage::Store;
+use rpod_wire::{NetworkOptions, StatusBlock};
+
+use crate::Cli;
+
+/// Where network namespaces are mounted.
+pub const NETNS_DIR: &str = "/run/rpod/netns";
+/// The OCI runtime's state directory (`runc --root`).
+pub const RUNTIME_ROOT: &str = "/run/rpod/runc";
+
+/// A 64-hex random ID.
+pub fn random_id() -> String {
+    let v: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+    hex::encode(v)
+}
+
+/// The engine: the store, the database and the paths.
+#[derive(Debug)]
+pub struct Engine {
+    /// The store (its root is canonical).
+    pub store: Store,
+    /// The state database.
+    pub db: db::Db,
+    /// The store root.
+    pub root: PathBuf,
+    /// The OCI runtime binary.
+    pub runtime: String,
+}
+
+impl Engine {
+    /// Opens the store and the database.
+    pub fn open(cli: &Cli) -> anyhow::Result<Engine> {
+        let store = cli.store()?;
+        let root = store.root().to_path_buf();
+        let db = db::Db::open(&root.join("rpod.db"))?;
+        let runtime = cli.runtime.clone().unwrap_or_else(|| "runc".to_owned());
+        Ok(Engine { store, db, root, runtime })
+    }
+
+    /// The engine lock (exclusive), held while state changes.
+    pub fn lock(&self) -> anyhow::Result<Flock<File>> {
+        let path = self.root.join("rpod.lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))
+    }
+
+    /// A container's folder.
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers-run").join(id)
+    }
+
+    /// A container's network namespace path.
+    pub fn netns_path(id: &str) -> PathBuf {
+        Path::new(NETNS_DIR).join(id)
+    }
+
+    /// netd's `--config` directory.
+    pub fn netd_config(&self) -> PathBuf {
+        self.root.join("netd-run")
+    }
+
+    /// The netd binary: `$RPOD_NETD`, else `netd` next to this executable.
+    pub fn netd_bin() -> anyhow::Result<PathBuf> {
+        if let Some(p) = std::env::var_os("RPOD_NETD") {
+            return Ok(PathBuf::from(p));
+        }
+        let exe = std::env::current_exe().context("finding the rpod executable")?;
+        let p = exe.with_file_name("netd");
+        if !p.is_file() {
+            anyhow::bail!("netd not found at {} (set RPOD_NETD)", p.display());
+        }
+        Ok(p)
+    }
+
+    /// Runs `netd setup|teardown NETNS` with the options on stdin; returns its stdout.
+    pub fn netd(&self, command: &str, netns: &Path, opts: &NetworkOptions) -> anyhow::Result<String> {
+        let bin = Self::netd_bin()?;
+        let input = serde_json::to_vec(opts)?;
+        let mut child = Command::new(&bin)
+            .arg("--config")
+            .arg(self.netd_config())
+            .arg(command)
+            .arg(netns)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {}", bin.display()))?;
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(&input).context("writing to netd")?;
+        }
+        let out = child.wait_with_output().context("waiting for netd")?;
+        if !out.status.success() {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let msg = serde_json::from_str::<serde_json::Value>(&stdout)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| {
+                    let e = String::from_utf8_lossy(&out.stderr);
+                    e.lines().last().unwrap_or("").to_owned()
+                });
+            anyhow::bail!("netavark (netd {command}): {msg}");
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `netd setup`, parsed.
+    pub fn netd_setup(
+        &self,
+        netns: &Path,
+        opts: &NetworkOptions,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, StatusBlock>> {
+        let out = self.netd("setup", netns, opts)?;
+        serde_json::from_str(&out).with_context(|| format!("parsing netd's status {out:?}"))
+    }
+
+    /// A runtime command (`runc --root ... ARGS`).
+    pub fn runtime_cmd(&self) -> Command {
+        let mut c = Command::new(&self.runtime);
+        c.arg("--root").arg(RUNTIME_ROOT);
+        c
+    }
+}
+
+/// Creates a network namespace mounted at `path` (with `lo` up when `lo_up`).
+pub fn create_netns(path: &Path, lo_up: bool) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    remove_netns(path);
+    File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let target = path.to_path_buf();
+    let res = std::thread::spawn(move || -> anyhow::Result<()> {
+        // Only this thread moves to the new namespace; it ends right after.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+        nix::mount::mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind-mounting the network namespace on {}", target.display()))?;
+        if lo_up {
+            // A child forked from this thread starts in its network namespace.
+            let st = Command::new("ip").args(["link", "set", "lo", "up"]).status().context("running ip")?;
+            if !st.success() {
+                anyhow::bail!("ip link set lo up failed");
+            }
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("netns thread panicked"))?;
+    if res.is_err() {
+        remove_netns(path);
+    }
+    res
+}
+
+/// Unmounts and removes a network namespace file (no error if absent).
+pub fn remove_netns(path: &Path) {
+    let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_file(path);
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i64) -> bool {
+    if pid <= 0 || i32::try_from(pid).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| !matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+        }
+        Err(_) => false,
+    }
+}

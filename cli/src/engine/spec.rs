@@ -1,0 +1,153 @@
+//! The OCI runtime config (`config.json`), generated with the `oci-spec` crate.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+};
+
+use super::db::ContainerConfig;
+
+/// Podman's default capabilities.
+fn default_caps() -> Capabilities {
+    [
+        Capability::Chown,
+        Capability::DacOverride,
+        Capability::Fowner,
+        Capability::Fsetid,
+        Capability::Kill,
+        Capability::NetBindService,
+        Capability::Setfcap,
+        Capability::Setgid,
+        Capability::Setpcap,
+        Capability::Setuid,
+        Capability::SysChroot,
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The caller's RLIMIT_NOFILE hard limit: the runtime cannot go above it.
+fn nofile_hard() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map(|(_, h)| h).unwrap_or(1024)
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> anyhow::Result<Mount> {
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+        .build()?)
+}
+
+fn bind(dest: &str, source: &Path) -> anyhow::Result<Mount> {
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .typ("bind")
+        .source(source)
+        .options(vec!["rbind".to_owned(), "rprivate".to_owned()])
+        .build()?)
+}
+
+/// Builds the spec for a container.
+///
+/// `netns` is the network namespace to join (`None`: the host's); `files` holds the
+/// `hosts`, `resolv.conf` and `hostname` files to bind-mount into `/etc`.
+pub fn build(cfg: &ContainerConfig, rootfs: &Path, netns: Option<&Path>, files: &Path) -> anyhow::Result<Spec> {
+    let caps = default_caps();
+    let hard = nofile_hard();
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(cfg.args.clone())
+        .env(cfg.env.clone())
+        .cwd(if cfg.workdir.is_empty() { "/".to_owned() } else { cfg.workdir.clone() })
+        .no_new_privileges(false)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps)
+                .inheritable(Capabilities::new())
+                .ambient(Capabilities::new())
+                .build()?,
+        )
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(hard)
+            .soft(hard)
+            .build()?])
+        .build()?;
+    let mut namespaces = Vec::new();
+    for t in [LinuxNamespaceType::Pid, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts, LinuxNamespaceType::Mount] {
+        namespaces.push(LinuxNamespaceBuilder::default().typ(t).build()?);
+    }
+    if let Some(p) = netns {
+        namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).path(p).build()?);
+    }
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        )?,
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+    ];
+    for f in ["hosts", "resolv.conf", "hostname"] {
+        mounts.push(bind(&format!("/etc/{f}"), &files.join(f))?);
+    }
+    let defaults = oci_spec::runtime::Linux::default();
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
+        .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
+        .build()?;
+    let spec = SpecBuilder::default()
+        .version("1.0.2-dev")
+        .root(RootBuilder::default().path(PathBuf::from(rootfs)).readonly(false).build()?)
+        .hostname(cfg.hostname.clone())
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()?;
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_rlimit_above_the_hard_limit() {
+        let cfg = ContainerConfig {
+            image_id: "x".into(),
+            image_name: "x".into(),
+            args: vec!["sh".into()],
+            env: vec!["PATH=/bin".into()],
+            workdir: String::new(),
+            hostname: "h".into(),
+            ports: vec![],
+            net: super::super::db::NetMode::None,
+            aliases: vec![],
+            ips: Default::default(),
+            rm: false,
+            stop_timeout: 10,
+        };
+        let s =
+            build(&cfg, Path::new("/r"), Some(Path::new("/run/x")), Path::new("/f")).unwrap_or_else(|e| panic!("{e}"));
+        let v = serde_json::to_value(&s).unwrap_or_default();
+        let hard = nofile_hard();
+        for r in v.pointer("/process/rlimits").and_then(|r| r.as_array()).cloned().unwrap_or_default() {
+            assert!(r["hard"].as_u64().unwrap_or(u64::MAX) <= hard, "{r}");
+        }
+        assert_eq!(v.pointer("/root/readonly"), Some(&serde_json::json!(false)));
+        let ns = v.pointer("/linux/namespaces").cloned().unwrap_or_default();
+        assert!(ns.to_string().contains("/run/x"), "{ns}");
+    }
+}

@@ -1,0 +1,512 @@
+//! Integration tests of the container engine (`rpod run`, `ps`, `network`...): real
+//! containers with runc, real traffic through netd.
+//!
+//! Root only. Each test gets a private network + mount + PID namespace made by `unshare`
+//! (with a tmpfs on /run and a fresh /proc) that lives while the test runs; every `rpod`
+//! command and host-side probe is run inside it with `nsenter`, so nothing touches the host's
+//! networking, and everything (monitors, dnsd, mounts, bridges, nft tables) vanishes with it.
+//! The image is a docker-archive the test builds from the host's static busybox.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+const IMG: &str = "localhost/bb:latest";
+
+fn skip_unless_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        for tool in ["runc", "unshare", "nsenter", "nft", "ip"] {
+            let found = std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+                .unwrap_or(false);
+            if !found {
+                assert!(std::env::var("RPOD_REQUIRE_ROOT").as_deref() != Ok("1"), "{test}: `{tool}` is missing");
+                eprintln!("SKIPPED {test}: `{tool}` is not installed");
+                return true;
+            }
+        }
+        return false;
+    }
+    assert!(std::env::var("RPOD_REQUIRE_ROOT").as_deref() != Ok("1"), "{test}: needs root (RPOD_REQUIRE_ROOT=1)");
+    eprintln!("SKIPPED {test}: needs root");
+    true
+}
+
+fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h
+}
+
+/// A docker-archive of `localhost/bb:latest`: busybox, its applet links, and /www/index.html.
+fn image_archive(busybox: &Path) -> Vec<u8> {
+    let mut l = tar::Builder::new(Vec::new());
+    for d in ["bin", "etc", "www", "tmp", "proc", "sys", "dev"] {
+        l.append_data(&mut header(tar::EntryType::Directory, 0, 0o755), d, &[][..]).unwrap();
+    }
+    let bin = std::fs::read(busybox).unwrap();
+    l.append_data(&mut header(tar::EntryType::Regular, bin.len() as u64, 0o755), "bin/busybox", &bin[..]).unwrap();
+    for a in ["sh", "httpd", "wget", "cat", "sleep", "nslookup", "echo", "true", "ls", "hostname"] {
+        l.append_link(&mut header(tar::EntryType::Symlink, 0, 0o777), format!("bin/{a}"), "busybox").unwrap();
+    }
+    let page = b"hello-from-rpod\n";
+    l.append_data(&mut header(tar::EntryType::Regular, page.len() as u64, 0o644), "www/index.html", &page[..]).unwrap();
+    let layer = l.into_inner().unwrap();
+    let lid = hex::encode(Sha256::digest(&layer));
+    let cfg = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2023-11-14T22:13:20Z",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{lid}")]},
+    }))
+    .unwrap();
+    let cid = hex::encode(Sha256::digest(&cfg));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |p: &str, d: &[u8]| {
+        b.append_data(&mut header(tar::EntryType::Regular, d.len() as u64, 0o644), p, d).unwrap();
+    };
+    add(&format!("{cid}.json"), &cfg);
+    add(&format!("{lid}/layer.tar"), &layer);
+    let manifest = serde_json::json!([{"Config": format!("{cid}.json"), "RepoTags": [IMG], "Layers": [format!("{lid}/layer.tar")]}]);
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    b.into_inner().unwrap()
+}
+
+/// One command's result.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Out {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// A private net + mount + PID namespace holding one test's rpod world.
+struct World {
+    holder: Child,
+    pid: u32,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        let rpod = PathBuf::from(env!("CARGO_BIN_EXE_rpod"));
+        let netd = rpod.with_file_name("netd");
+        assert!(
+            netd.is_file() && rpod.with_file_name("dnsd").is_file(),
+            "{} or dnsd is not built: run `cargo build -p netd -p dnsd` first",
+            netd.display()
+        );
+        let dir = tempfile::Builder::new().prefix("rpod-engine-").tempdir().unwrap();
+        let mut holder = Command::new("unshare")
+            .args(["-n", "-m", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc"])
+            .args([
+                "bash",
+                "-c",
+                "mount -t tmpfs none /run && ip link set lo up && echo ready && while :; do sleep 1 & wait; done",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut buf = [0u8; 6];
+        holder.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ready\n");
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", holder.id())).unwrap();
+        let pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        let w = World { holder, pid, dir };
+        let archive = w.dir.path().join("bb.tar");
+        std::fs::write(&archive, image_archive(&busybox().unwrap())).unwrap();
+        w.ok(&["load", "-q", "-i", archive.to_str().unwrap()]);
+        w
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// Runs a program inside the namespaces.
+    fn exec(&self, prog: &str, args: &[&str]) -> Out {
+        let pid = self.pid.to_string();
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &pid, "-n", "-m", "-p", "--", prog]).args(args).stdin(Stdio::null());
+        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let start = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return child.wait_with_output().unwrap().into();
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("timed out: {prog} {args:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn sh(&self, script: &str) -> Out {
+        self.exec("bash", &["-c", script])
+    }
+
+    fn rpod(&self, args: &[&str]) -> Out {
+        let root = self.root();
+        let mut all = vec!["--root", root.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.exec(env!("CARGO_BIN_EXE_rpod"), &all)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.rpod(args);
+        assert_eq!(o.code, 0, "rpod {args:?} failed: {o:?}");
+        o.stdout
+    }
+
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let o = self.rpod(args);
+        assert_eq!(o.code, code, "rpod {args:?}: {o:?}");
+        assert!(o.stderr.starts_with("Error: ") || code != 125, "{o:?}");
+        o.stderr
+    }
+
+    fn ps_all(&self) -> Vec<Value> {
+        serde_json::from_str(&self.ok(&["ps", "-a", "--format", "json"])).unwrap()
+    }
+
+    /// What is left in the namespace: overlay mounts under the root, network namespaces,
+    /// nft tables, bridges.
+    fn leftovers(&self) -> String {
+        let script = format!(
+            "echo mounts=$(grep -c ' {}' /proc/self/mounts); echo netns=$(ls /run/rpod/netns 2>/dev/null | wc -l); \
+             echo nft=$(nft list tables | wc -l); echo bridges=$(ip -br link show type bridge | wc -l)",
+            self.root().join("containers").display()
+        );
+        self.sh(&script).stdout
+    }
+
+    fn assert_clean(&self) {
+        let l = self.leftovers();
+        assert_eq!(l, "mounts=0\nnetns=0\nnft=0\nbridges=0\n", "something was left behind");
+    }
+
+    fn fetch(&self, url: &str) -> Option<String> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            let o = self.exec("busybox", &["wget", "-qO-", url]);
+            if o.code == 0 {
+                return Some(o.stdout);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+#[test]
+fn run_output_and_exit_codes() {
+    if skip_unless_root("run_output_and_exit_codes") {
+        return;
+    }
+    let w = World::new();
+    let o = w.rpod(&["run", "--rm", IMG, "echo", "hi"]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "hi\n"), "{o:?}");
+    assert_eq!(w.rpod(&["run", "--rm", "bb", "sh", "-c", "exit 3"]).code, 3);
+    w.fails(&["run", "--rm", IMG, "/no/such/command"], 127);
+    // Environment, workdir, hostname, entrypoint and the generated /etc files.
+    let o = w.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/www",
+        "--hostname",
+        "box",
+        IMG,
+        "sh",
+        "-c",
+        "echo $FOO $(pwd) $(hostname); cat /etc/hostname",
+    ]);
+    assert_eq!(o, "bar /www box\nbox\n");
+    assert_eq!(w.ok(&["run", "--rm", "--entrypoint", "echo", IMG, "a", "b"]), "a b\n");
+    let o = w.ok(&["run", "--rm", IMG, "cat", "/etc/hosts"]);
+    assert!(o.contains("10.88.0.") && o.contains("host.containers.internal"), "{o}");
+    // --network none: only lo.
+    let o = w.ok(&["run", "--rm", "--network", "none", IMG, "ls", "/sys/class/net"]);
+    assert_eq!(o, "lo\n");
+    assert!(w.ps_all().is_empty());
+    w.assert_clean();
+}
+
+#[test]
+fn web_server_by_port_and_by_name() {
+    if skip_unless_root("web_server_by_port_and_by_name") {
+        return;
+    }
+    let w = World::new();
+    assert_eq!(w.ok(&["network", "create", "n1"]), "n1\n");
+    let net: Value = serde_json::from_slice(&std::fs::read(w.root().join("networks/n1.json")).unwrap()).unwrap();
+    assert_eq!(net["network_interface"], "podman1");
+    assert_eq!(net["subnets"][0]["subnet"], "10.89.0.0/24");
+    assert_eq!(net["dns_enabled"], true);
+    let ls = w.ok(&["network", "ls"]);
+    assert!(ls.contains("podman") && ls.contains("n1"), "{ls}");
+    let inspect: Value = serde_json::from_str(&w.ok(&["network", "inspect", "n1"])).unwrap();
+    assert_eq!(inspect[0]["name"], "n1");
+
+    let id = w.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "n1",
+        "-p",
+        "8080:80",
+        IMG,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    assert_eq!(w.fetch("http://127.0.0.1:8080/").as_deref(), Some("hello-from-rpod\n"));
+    let o = w.ok(&["run", "--rm", "--network", "n1", IMG, "wget", "-qO-", "http://web/"]);
+    assert_eq!(o, "hello-from-rpod\n");
+    let o = w.ok(&["run", "--rm", "--network", "n1", IMG, "cat", "/etc/resolv.conf"]);
+    assert_eq!(o, "search dns.podman\nnameserver 10.89.0.1\n");
+
+    let ps = w.ok(&["ps"]);
+    assert!(ps.starts_with("CONTAINER ID"), "{ps}");
+    assert!(ps.contains(&id[..12]) && ps.contains("0.0.0.0:8080->80/tcp") && ps.contains("web"), "{ps}");
+    assert_eq!(w.ok(&["port", "web"]), "80/tcp -> 0.0.0.0:8080\n");
+    let v: Value = serde_json::from_str(&w.ok(&["inspect", "web"])).unwrap();
+    assert_eq!(v[0]["State"]["Status"], "running");
+    assert_eq!(v[0]["NetworkSettings"]["Networks"]["n1"]["IPAddress"], "10.89.0.2");
+
+    // A short-lived container for logs and ps -a.
+    w.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "--network",
+        "none",
+        IMG,
+        "sh",
+        "-c",
+        "echo one; echo two; echo three >&2; exit 4",
+    ]);
+    assert_eq!(w.ok(&["wait", "talker"]), "4\n");
+    assert_eq!(w.ok(&["logs", "talker"]), "one\ntwo\nthree\n");
+    assert_eq!(w.ok(&["logs", "--tail", "1", "talker"]), "three\n");
+    let all = w.ps_all();
+    assert_eq!(all.len(), 2);
+    let talker = all.iter().find(|c| c["Names"][0] == "talker").unwrap();
+    assert_eq!((talker["State"].as_str(), talker["ExitCode"].as_i64()), (Some("exited"), Some(4)));
+    assert!(!w.ok(&["ps"]).contains("talker"));
+    assert!(w.ok(&["ps", "-a"]).contains("Exited (4)"));
+
+    // A running container is not removed without -f; stop, then rm.
+    w.fails(&["rm", "web"], 125);
+    assert_eq!(w.ok(&["stop", "-t", "1", "web"]), "web\n");
+    let v: Value = serde_json::from_str(&w.ok(&["inspect", "web"])).unwrap();
+    assert_eq!(v[0]["State"]["Status"], "exited");
+    w.ok(&["rm", "web", "talker"]);
+    assert!(w.ps_all().is_empty());
+    // Start again after a stop works too (and rm -f of a running one).
+    w.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "n1",
+        "-p",
+        "8080:80",
+        IMG,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    assert_eq!(w.fetch("http://127.0.0.1:8080/").as_deref(), Some("hello-from-rpod\n"));
+    w.ok(&["stop", "-t", "0", "web"]);
+    w.ok(&["start", "web"]);
+    assert_eq!(w.fetch("http://127.0.0.1:8080/").as_deref(), Some("hello-from-rpod\n"));
+    w.ok(&["rm", "-f", "-t", "0", "web"]);
+    w.fails(&["network", "rm", "podman"], 125);
+    assert_eq!(w.ok(&["network", "rm", "n1"]), "n1\n");
+    w.assert_clean();
+}
+
+#[test]
+fn detached_rm_cleans_up() {
+    if skip_unless_root("detached_rm_cleans_up") {
+        return;
+    }
+    let w = World::new();
+    w.ok(&["network", "create", "n1"]);
+    w.ok(&["run", "-d", "--rm", "--name", "brief", "--network", "n1", "-p", "9090:80", IMG, "sleep", "0.3"]);
+    let start = Instant::now();
+    while !w.ps_all().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(15), "the --rm container was not removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.assert_clean();
+    assert!(std::fs::read_dir(w.root().join("containers-run")).map(|d| d.count()).unwrap_or(0) == 0);
+}
+
+#[test]
+fn bad_inputs_leave_nothing() {
+    if skip_unless_root("bad_inputs_leave_nothing") {
+        return;
+    }
+    let w = World::new();
+    let e = w.fails(&["run", "--rm", "no-such-image", "true"], 125);
+    assert!(e.contains("no-such-image"), "{e}");
+    w.fails(&["run", "--rm", "--network", "nonet", IMG, "true"], 125);
+    w.fails(&["run", "--rm", "-p", "notaport", IMG, "true"], 125);
+    w.fails(&["network", "create", "--subnet", "10.88.1.0/24", "clash"], 125);
+    assert!(w.ps_all().is_empty());
+    let store_containers = || std::fs::read_dir(w.root().join("containers")).unwrap().count();
+    assert_eq!(store_containers(), 0);
+
+    w.ok(&["run", "-d", "--name", "web", "-p", "8080:80", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    let e = w.fails(&["run", "-d", "--name", "web", IMG, "true"], 125);
+    assert!(e.contains("already in use"), "{e}");
+    let e = w.fails(&["run", "-d", "--name", "web2", "-p", "8080:80", IMG, "httpd", "-f", "-p", "80"], 125);
+    assert!(e.contains("8080"), "{e}");
+    assert_eq!(w.ps_all().len(), 1);
+    assert_eq!(store_containers(), 1);
+    let l = w.leftovers();
+    assert!(l.contains("mounts=1\nnetns=1\n"), "{l}");
+    assert_eq!(w.fetch("http://127.0.0.1:8080/").as_deref(), Some("hello-from-rpod\n"));
+    w.fails(&["stop", "nosuch"], 125);
+    w.ok(&["rm", "-f", "-t", "0", "web"]);
+    w.assert_clean();
+}
+
+#[test]
+fn create_start_and_concurrent_runs() {
+    if skip_unless_root("create_start_and_concurrent_runs") {
+        return;
+    }
+    let w = World::new();
+    let id = w.ok(&["create", "--name", "c1", "--network", "none", IMG, "sh", "-c", "echo started; exit 7"]);
+    let c = &w.ps_all()[0];
+    assert_eq!((c["Id"].as_str(), c["State"].as_str()), (Some(id.trim()), Some("created")));
+    assert_eq!(w.ok(&["start", "c1"]), "c1\n");
+    assert_eq!(w.ok(&["wait", "c1"]), "7\n");
+    assert_eq!(w.ok(&["logs", "c1"]), "started\n");
+    // Started again: the log grows.
+    w.ok(&["start", "c1"]);
+    assert_eq!(w.ok(&["wait", "c1"]), "7\n");
+    assert_eq!(w.ok(&["logs", "c1"]), "started\nstarted\n");
+    w.ok(&["rm", "c1"]);
+
+    // Concurrent runs get distinct addresses (the engine lock around IPAM).
+    let rpod = env!("CARGO_BIN_EXE_rpod");
+    let root = w.root();
+    let script = format!(
+        "for i in 1 2 3 4; do {rpod} --root {r} run -d --name p$i {IMG} sleep 30 >/dev/null & done; wait; \
+         for i in 1 2 3 4; do {rpod} --root {r} inspect --format '{{{{.NetworkSettings.Networks.podman.IPAddress}}}}' p$i; done",
+        r = root.display()
+    );
+    let o = w.sh(&script);
+    let mut ips: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(ips.len(), 4, "{o:?}");
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 4, "{o:?}");
+    assert!(ips.iter().all(|ip| ip.starts_with("10.88.0.")), "{ips:?}");
+    w.ok(&["rm", "-f", "-t", "0", "p1", "p2", "p3", "p4"]);
+    w.assert_clean();
+}
+
+#[test]
+fn reconcile_after_kill_9() {
+    if skip_unless_root("reconcile_after_kill_9") {
+        return;
+    }
+    let w = World::new();
+    w.ok(&["run", "-d", "--name", "victim", "-p", "8081:80", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    assert_eq!(w.fetch("http://127.0.0.1:8081/").as_deref(), Some("hello-from-rpod\n"));
+    let v: Value = serde_json::from_str(&w.ok(&["inspect", "victim"])).unwrap();
+    let (pid, monitor) = (v[0]["State"]["Pid"].as_i64().unwrap(), v[0]["State"]["ConmonPid"].as_i64().unwrap());
+    assert!(pid > 0 && monitor > 0, "{v}");
+    let o = w.sh(&format!("kill -9 {monitor} {pid}"));
+    assert_eq!(o.code, 0, "{o:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let all = w.ps_all();
+    assert_eq!(all[0]["State"], "exited", "{all:?}");
+    let l = w.leftovers();
+    assert!(l.starts_with("mounts=0\nnetns=0\nnft=0\n"), "{l}");
+    w.ok(&["rm", "victim"]);
+    w.assert_clean();
+}
+
+#[test]
+fn foreground_signals_and_network_rm_force() {
+    if skip_unless_root("foreground_signals_and_network_rm_force") {
+        return;
+    }
+    let w = World::new();
+    // SIGTERM to a foreground `rpod run` reaches the container.
+    let script = format!(
+        "{rpod} --root {r} run --rm {IMG} sh -c 'trap \"exit 5\" TERM; echo ready; sleep 30 & wait' > {d}/out & P=$!; \
+         for i in $(seq 1 200); do grep -q ready {d}/out 2>/dev/null && break; sleep 0.05; done; \
+         kill -TERM $P; wait $P; echo rc=$?",
+        rpod = env!("CARGO_BIN_EXE_rpod"),
+        r = w.root().display(),
+        d = w.dir.path().display()
+    );
+    let o = w.sh(&script);
+    assert!(o.stdout.ends_with("rc=5\n"), "{o:?}");
+    assert!(w.ps_all().is_empty());
+
+    w.ok(&["network", "create", "n1"]);
+    w.ok(&["run", "-d", "--name", "a", "--network", "n1", IMG, "sleep", "60"]);
+    w.ok(&["create", "--name", "b", "--network", "n1", IMG, "true"]);
+    let e = w.fails(&["network", "rm", "n1"], 125);
+    assert!(e.contains("associated containers"), "{e}");
+    assert_eq!(w.ok(&["network", "rm", "-f", "n1"]), "n1\n");
+    assert!(w.ps_all().is_empty());
+    assert_eq!(w.ok(&["network", "ls", "-q"]), "podman\n");
+    w.assert_clean();
+}
