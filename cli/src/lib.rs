@@ -98,6 +98,12 @@ pub enum Command {
     Stop(container::StopArgs),
     /// Remove one or more containers
     Rm(container::RmArgs),
+    /// Kill one or more running containers with a specific signal
+    Kill(container::KillArgs),
+    /// Restart one or more containers
+    Restart(container::StopArgs),
+    /// Run a process in a running container
+    Exec(container::ExecArgs),
     /// List containers
     Ps(container::PsArgs),
     /// Fetch the logs of one or more containers
@@ -170,6 +176,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Start(a) => container::start(cli, a),
         Command::Stop(a) => container::stop(cli, a),
         Command::Rm(a) => container::rm(cli, a),
+        Command::Kill(a) => container::kill(cli, a),
+        Command::Restart(a) => container::restart(cli, a),
+        Command::Exec(a) => container::exec(cli, a),
         Command::Ps(a) => container::ps(cli, a),
         Command::Logs(a) => container::logs(cli, a),
         Command::Inspect(a) => container::inspect(cli, a),

@@ -510,3 +510,246 @@ fn foreground_signals_and_network_rm_force() {
     assert_eq!(w.ok(&["network", "ls", "-q"]), "podman\n");
     w.assert_clean();
 }
+
+#[test]
+fn run_mounts_env_file_dns_ip_mac() {
+    if skip_unless_root("run_mounts_env_file_dns_ip_mac") {
+        return;
+    }
+    let w = World::new();
+    let data = w.dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("in.txt"), "from-host\n").unwrap();
+    let d = data.to_str().unwrap();
+    // -v HOST:CTR: read and write through; :ro refuses writes.
+    let o = w.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{d}:/data"),
+        IMG,
+        "sh",
+        "-c",
+        "cat /data/in.txt; echo back > /data/out.txt",
+    ]);
+    assert_eq!(o, "from-host\n");
+    assert_eq!(std::fs::read_to_string(data.join("out.txt")).unwrap(), "back\n");
+    let o = w.rpod(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{d}:/data:ro"),
+        IMG,
+        "sh",
+        "-c",
+        "cat /data/in.txt; echo x > /data/ro.txt",
+    ]);
+    assert_eq!((o.code, o.stdout.as_str()), (1, "from-host\n"), "{o:?}");
+    assert!(o.stderr.contains("Read-only file system"), "{o:?}");
+    assert!(!data.join("ro.txt").exists());
+    let e = w.fails(&["run", "--rm", "-v", "/no/such/dir:/data", IMG, "true"], 125);
+    assert!(e.contains("statfs /no/such/dir: "), "{e}");
+    w.fails(&["run", "--rm", "-v", "relative:/data", IMG, "true"], 125);
+    // --tmpfs.
+    let o = w.ok(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/scratch",
+        IMG,
+        "sh",
+        "-c",
+        "echo t > /scratch/f && cat /scratch/f && cat /proc/mounts",
+    ]);
+    assert!(o.starts_with("t\n") && o.contains("tmpfs /scratch tmpfs"), "{o}");
+    // --env-file, overridden by -e.
+    let env = w.dir.path().join("env");
+    std::fs::write(&env, "# comment\nA=1\n\nB=from-file\n").unwrap();
+    let o =
+        w.ok(&["run", "--rm", "--env-file", env.to_str().unwrap(), "-e", "B=from-flag", IMG, "sh", "-c", "echo $A $B"]);
+    assert_eq!(o, "1 from-flag\n");
+    w.fails(&["run", "--rm", "--env-file", "/no/such/env", IMG, "true"], 125);
+    // --dns goes to resolv.conf.
+    let o = w.ok(&["run", "--rm", "--dns", "192.0.2.53", IMG, "cat", "/etc/resolv.conf"]);
+    assert!(o.contains("nameserver 192.0.2.53\n") && !o.contains("nameserver 10."), "{o}");
+    w.fails(&["run", "--rm", "--dns", "notanip", IMG, "true"], 125);
+    // --ip and --mac-address.
+    w.ok(&["network", "create", "--subnet", "10.90.0.0/24", "n1"]);
+    w.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fixed",
+        "--network",
+        "n1",
+        "--ip",
+        "10.90.0.77",
+        "--mac-address",
+        "92:d0:c6:0a:29:33",
+        IMG,
+        "sleep",
+        "60",
+    ]);
+    let v: Value = serde_json::from_str(&w.ok(&["inspect", "fixed"])).unwrap();
+    assert_eq!(v[0]["NetworkSettings"]["Networks"]["n1"]["IPAddress"], "10.90.0.77");
+    let id = w.ok(&["run", "-d", "-v", &format!("{d}:/data:ro"), "--network", "none", IMG, "sleep", "60"]);
+    let v: Value = serde_json::from_str(&w.ok(&["inspect", id.trim()])).unwrap();
+    assert_eq!(v[0]["Mounts"][0]["Destination"], "/data");
+    assert_eq!(v[0]["Mounts"][0]["RW"], false);
+    w.ok(&["rm", "-f", "-t", "0", id.trim()]);
+    let o = w.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "n1",
+        "--ip",
+        "10.90.0.78",
+        "--mac-address",
+        "92:d0:c6:0a:29:34",
+        IMG,
+        "sh",
+        "-c",
+        "cat /sys/class/net/eth0/address; wget -qO- http://10.90.0.77:1/ 2>&1; cat /etc/hosts",
+    ]);
+    assert!(o.starts_with("92:d0:c6:0a:29:34\n") && o.contains("10.90.0.78"), "{o}");
+    let e = w.fails(&["run", "--rm", "--network", "n1", "--ip", "10.90.0.77", IMG, "true"], 125);
+    assert!(e.contains("already allocated"), "{e}");
+    let e = w.fails(&["run", "--rm", "--network", "n1", "--ip", "10.91.0.5", IMG, "true"], 125);
+    assert!(e.contains("not in a usable range"), "{e}");
+    w.fails(&["run", "--rm", "--network", "n1", "--mac-address", "zz", IMG, "true"], 125);
+    assert_eq!(w.ps_all().len(), 1);
+    w.ok(&["rm", "-f", "-t", "0", "fixed"]);
+    w.ok(&["network", "rm", "n1"]);
+    w.assert_clean();
+}
+
+/// Waits until `rpod logs NAME` contains `want`.
+fn wait_log(w: &World, name: &str, want: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let l = w.ok(&["logs", name]);
+        if l.contains(want) {
+            return l;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{name}: no {want:?} in {l:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pid_of(w: &World, name: &str) -> i64 {
+    let v: Value = serde_json::from_str(&w.ok(&["inspect", name])).unwrap();
+    v[0]["State"]["Pid"].as_i64().unwrap()
+}
+
+#[test]
+fn kill_restart_exec_and_logs_follow() {
+    if skip_unless_root("kill_restart_exec_and_logs_follow") {
+        return;
+    }
+    let w = World::new();
+    // kill -s TERM reaches the container's trap; kill defaults to SIGKILL.
+    w.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "t",
+        "--network",
+        "none",
+        IMG,
+        "sh",
+        "-c",
+        "trap 'exit 5' TERM; echo ready; sleep 60 & wait",
+    ]);
+    wait_log(&w, "t", "ready");
+    assert_eq!(w.ok(&["kill", "-s", "TERM", "t"]), "t\n");
+    assert_eq!(w.ok(&["wait", "t"]), "5\n");
+    let e = w.fails(&["kill", "t"], 125);
+    assert!(e.contains("can only kill running containers"), "{e}");
+    w.fails(&["kill", "-s", "NOPE", "t"], 125);
+    w.ok(&["run", "-d", "--name", "k", "--network", "none", IMG, "sleep", "60"]);
+    assert_eq!(w.ok(&["kill", "k"]), "k\n");
+    assert_eq!(w.ok(&["wait", "k"]), "137\n");
+
+    // restart: a running container gets a new process; an exited one starts again.
+    w.ok(&["run", "-d", "--name", "r", "-p", "8082:80", IMG, "sh", "-c", "echo started; httpd -f -p 80 -h /www"]);
+    wait_log(&w, "r", "started");
+    let pid = pid_of(&w, "r");
+    assert_eq!(w.ok(&["restart", "-t", "0", "r"]), "r\n");
+    wait_log(&w, "r", "started\nstarted\n");
+    assert_ne!(pid_of(&w, "r"), pid);
+    assert_eq!(w.fetch("http://127.0.0.1:8082/").as_deref(), Some("hello-from-rpod\n"));
+    assert_eq!(w.ok(&["restart", "k"]), "k\n");
+    let v: Value = serde_json::from_str(&w.ok(&["inspect", "k"])).unwrap();
+    assert_eq!(v[0]["State"]["Status"], "running");
+
+    // exec: output, exit codes, -e, -w, -i.
+    assert_eq!(w.ok(&["exec", "r", "echo", "hi"]), "hi\n");
+    assert_eq!(w.rpod(&["exec", "r", "sh", "-c", "exit 3"]).code, 3);
+    assert_eq!(w.ok(&["exec", "-e", "FOO=bar", "-w", "/www", "r", "sh", "-c", "echo $FOO $(pwd)"]), "bar /www\n");
+    w.fails(&["exec", "r", "/no/such/command"], 127);
+    let o = w.sh(&format!("echo piped | {} --root {} exec -i r cat", env!("CARGO_BIN_EXE_rpod"), w.root().display()));
+    assert_eq!((o.code, o.stdout.as_str()), (0, "piped\n"), "{o:?}");
+    w.fails(&["exec", "t", "true"], 125);
+    w.fails(&["exec", "nosuch", "true"], 125);
+
+    // logs -f follows until the container exits.
+    w.ok(&["run", "-d", "--name", "f", "--network", "none", IMG, "sh", "-c", "echo a; sleep 1; echo b; exit 2"]);
+    let start = Instant::now();
+    assert_eq!(w.ok(&["logs", "-f", "f"]), "a\nb\n");
+    assert!(start.elapsed() >= Duration::from_millis(500));
+    assert_eq!(w.ok(&["logs", "-f", "f"]), "a\nb\n");
+
+    w.ok(&["rm", "-f", "-t", "0", "t", "k", "r", "f"]);
+    w.assert_clean();
+}
+
+#[test]
+fn network_reload_after_flush() {
+    if skip_unless_root("network_reload_after_flush") {
+        return;
+    }
+    let w = World::new();
+    w.ok(&["network", "create", "n1"]);
+    let id = w.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "n1",
+        "-p",
+        "8080:80",
+        IMG,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    w.ok(&["run", "-d", "--name", "other", "-p", "8081:80", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    assert_eq!(w.fetch("http://127.0.0.1:8080/").as_deref(), Some("hello-from-rpod\n"));
+    assert_eq!(w.fetch("http://127.0.0.1:8081/").as_deref(), Some("hello-from-rpod\n"));
+    let pid = pid_of(&w, "web");
+    let once = |url: &str| w.exec("busybox", &["wget", "-T", "2", "-qO-", url]);
+    let o = w.sh("nft flush ruleset");
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_ne!(once("http://127.0.0.1:8080/").code, 0);
+    assert_ne!(once("http://127.0.0.1:8081/").code, 0);
+    let out = w.ok(&["network", "reload", "--all"]);
+    assert!(out.contains(id.trim()) && out.lines().count() == 2, "{out}");
+    assert_eq!(w.fetch("http://127.0.0.1:8080/").as_deref(), Some("hello-from-rpod\n"));
+    assert_eq!(w.fetch("http://127.0.0.1:8081/").as_deref(), Some("hello-from-rpod\n"));
+    assert_eq!(pid_of(&w, "web"), pid, "the container was restarted");
+    // DNS by name still works on the DNS-enabled network.
+    assert_eq!(w.ok(&["run", "--rm", "--network", "n1", IMG, "wget", "-qO-", "http://web/"]), "hello-from-rpod\n");
+    // One container by name; bad input.
+    w.sh("nft flush ruleset");
+    assert_eq!(w.ok(&["network", "reload", "web"]), id);
+    assert_eq!(w.fetch("http://127.0.0.1:8080/").as_deref(), Some("hello-from-rpod\n"));
+    w.fails(&["network", "reload", "nosuch"], 125);
+    assert_eq!(w.rpod(&["network", "reload"]).code, 125);
+    w.ok(&["rm", "-f", "-t", "0", "web", "other"]);
+    w.ok(&["network", "rm", "n1"]);
+    w.assert_clean();
+}

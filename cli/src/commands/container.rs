@@ -42,6 +42,24 @@ pub struct CreateArgs {
     /// Remove container (and pod if created) after exit
     #[arg(long)]
     pub rm: bool,
+    /// Bind mount a volume into the container (HOST-DIR:CONTAINER-DIR[:OPTIONS])
+    #[arg(short, long = "volume", value_name = "VOLUME")]
+    pub volume: Vec<String>,
+    /// Mount a temporary filesystem (tmpfs) into a container (PATH[:OPTIONS])
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<String>,
+    /// Set custom DNS servers
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Specify a static IPv4 address for the container
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Container MAC address (e.g. 92:d0:c6:0a:29:33)
+    #[arg(long = "mac-address")]
+    pub mac_address: Option<String>,
     /// Image
     #[arg(value_name = "IMAGE")]
     pub image: String,
@@ -64,6 +82,12 @@ impl CreateArgs {
             network: self.network.clone(),
             aliases: self.network_alias.clone(),
             rm: self.rm,
+            volumes: self.volume.clone(),
+            tmpfs: self.tmpfs.clone(),
+            env_files: self.env_file.clone(),
+            dns: self.dns.clone(),
+            ip: self.ip.clone(),
+            mac: self.mac_address.clone(),
         }
     }
 }
@@ -143,9 +167,46 @@ pub struct PsArgs {
     pub format: Option<String>,
 }
 
+/// `rpod kill` arguments.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    /// Containers (name or ID)
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+/// `rpod exec` arguments.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep STDIN open even if not attached
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Set environment variables
+    #[arg(short, long = "env", value_name = "ENV")]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Sets the username or UID used and optionally the groupname or GID for the specified command
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Container (name or ID)
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    /// Command and arguments
+    #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
 /// `rpod logs` arguments.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// Follow log output until the container exits
+    #[arg(short, long)]
+    pub follow: bool,
     /// Output the specified number of LINES at the end of the logs
     #[arg(long, value_name = "LINES")]
     pub tail: Option<i64>,
@@ -259,6 +320,67 @@ pub fn stop(cli: &Cli, a: &StopArgs) -> anyhow::Result<()> {
     last.map_or(Ok(()), Err)
 }
 
+/// Runs `rpod kill`.
+pub fn kill(cli: &Cli, a: &KillArgs) -> anyhow::Result<()> {
+    let e = engine(cli)?;
+    let sig = lifecycle::parse_signal(&a.signal)?;
+    let mut last = None;
+    for n in &a.containers {
+        let r = e.db.lookup(n).and_then(|c| lifecycle::kill(&e, &c, &sig)).and_then(|()| print(&format!("{n}\n")));
+        if let Err(err) = r {
+            if let Some(prev) = last.replace(err) {
+                eprintln!("Error: {prev:#}");
+            }
+        }
+    }
+    last.map_or(Ok(()), Err)
+}
+
+/// Runs `rpod restart`.
+pub fn restart(cli: &Cli, a: &StopArgs) -> anyhow::Result<()> {
+    let e = engine(cli)?;
+    let mut last = None;
+    for n in &a.containers {
+        let r = (|| -> anyhow::Result<()> {
+            let c = e.db.lookup(n)?;
+            lifecycle::stop(&e, &c, a.time)?;
+            let _lock = e.lock()?;
+            let c = e.db.get(&c.id)?.ok_or_else(|| anyhow::anyhow!("container {} was removed", c.id))?;
+            if c.state != State::Running {
+                lifecycle::start_detached(&e, &c, &e.root)?;
+            }
+            print(&format!("{n}\n"))
+        })();
+        if let Err(err) = r {
+            if let Some(prev) = last.replace(err) {
+                eprintln!("Error: {prev:#}");
+            }
+        }
+    }
+    last.map_or(Ok(()), Err)
+}
+
+/// Runs `rpod exec`: the runtime's `exec`; exits with the command's code.
+pub fn exec(cli: &Cli, a: &ExecArgs) -> anyhow::Result<()> {
+    let e = engine(cli)?;
+    let c = e.db.lookup(&a.container)?;
+    let code = lifecycle::exec(
+        &e,
+        &c,
+        &lifecycle::ExecRequest {
+            interactive: a.interactive,
+            env: a.env.clone(),
+            workdir: a.workdir.clone(),
+            user: a.user.clone(),
+            command: a.command.clone(),
+        },
+    )?;
+    if code != 0 {
+        return Err(exit_with(code, ""));
+    }
+    Ok(())
+}
+
 /// Runs `rpod rm`.
 pub fn rm(cli: &Cli, a: &RmArgs) -> anyhow::Result<()> {
     let e = engine(cli)?;
@@ -350,7 +472,7 @@ fn ps_json(c: &Container) -> Value {
         "ImageID": c.config.image_id,
         "IsInfra": false,
         "Labels": null,
-        "Mounts": [],
+        "Mounts": c.config.volumes.iter().map(|v| v.destination.clone()).collect::<Vec<_>>(),
         "Names": [c.name],
         "Namespaces": {},
         "Networks": networks(c),
@@ -419,7 +541,8 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> anyhow::Result<()> {
     for n in &a.containers {
         let c = e.db.lookup(n)?;
         let mut text = Vec::new();
-        if let Ok(mut f) = std::fs::File::open(e.run_dir(&c.id).join("ctr.log")) {
+        let mut file = std::fs::File::open(e.run_dir(&c.id).join("ctr.log")).ok();
+        if let Some(f) = &mut file {
             f.read_to_end(&mut text)?;
         }
         let text = String::from_utf8_lossy(&text);
@@ -431,8 +554,33 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> anyhow::Result<()> {
             _ => text.into_owned(),
         };
         print(&out)?;
+        if let (true, Some(mut f)) = (a.follow, file) {
+            follow(&e, &c.id, &mut f)?;
+        }
     }
     Ok(())
+}
+
+/// Copies what is appended to the log until the container is no longer running.
+fn follow(e: &Engine, id: &str, f: &mut std::fs::File) -> anyhow::Result<()> {
+    use std::io::Write;
+    loop {
+        // The state is read before the file, so the last lines are not missed.
+        let running = matches!(e.db.get(id)?, Some(x) if x.state == State::Running);
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        if !buf.is_empty() {
+            let mut o = std::io::stdout().lock();
+            match o.write_all(&buf).and_then(|()| o.flush()) {
+                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                r => r?,
+            }
+        }
+        if !running {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn inspect_json(e: &Engine, c: &Container) -> Value {
@@ -502,7 +650,21 @@ fn inspect_json(e: &Engine, c: &Container) -> Value {
             "StopSignal": "SIGTERM",
             "StopTimeout": c.config.stop_timeout,
         },
+        "Mounts": c.config.volumes.iter().map(|v| json!({
+            "Type": "bind",
+            "Source": v.source,
+            "Destination": v.destination,
+            "RW": !v.readonly,
+            "Options": ["rbind"],
+            "Propagation": "rprivate",
+        })).collect::<Vec<_>>(),
         "HostConfig": {
+            "Binds": c.config.volumes.iter().map(|v| format!("{}:{}:{}", v.source, v.destination, if v.readonly { "ro" } else { "rw" })).collect::<Vec<_>>(),
+            "Tmpfs": c.config.tmpfs.iter().map(|t| {
+                let (p, o) = t.split_once(':').unwrap_or((t.as_str(), ""));
+                (p.to_owned(), json!(o))
+            }).collect::<serde_json::Map<String, Value>>(),
+            "Dns": c.config.dns,
             "AutoRemove": c.config.rm,
             "NetworkMode": match &c.config.net { NetMode::Bridge(_) => "bridge", NetMode::None => "none", NetMode::Host => "host" },
             "PortBindings": ports.clone(),

@@ -1,4 +1,4 @@
-//! `rpod network create|ls|inspect|rm`: podman-format network files under
+//! `rpod network create|ls|inspect|rm|reload`: podman-format network files under
 //! `<root>/networks/`.
 
 use std::collections::BTreeMap;
@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+use crate::engine::db::State;
 use crate::engine::{lifecycle, network, Engine};
 use crate::format::{json_pretty, print, table, template};
 use crate::Cli;
@@ -24,6 +25,19 @@ pub enum NetworkCommand {
     /// Remove networks
     #[command(visible_alias = "remove")]
     Rm(RmArgs),
+    /// Reload firewall rules for one or more containers
+    Reload(ReloadArgs),
+}
+
+/// `rpod network reload` arguments.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Reload network configuration of all containers
+    #[arg(short, long)]
+    pub all: bool,
+    /// Containers (name or ID)
+    #[arg(value_name = "CONTAINER", required_unless_present = "all", conflicts_with = "all")]
+    pub containers: Vec<String>,
 }
 
 /// `rpod network create` arguments.
@@ -166,6 +180,24 @@ pub fn run(cli: &Cli, c: &NetworkCommand) -> anyhow::Result<()> {
                     print(&s)
                 }
             }
+        }
+        NetworkCommand::Reload(a) => {
+            lifecycle::reconcile(&e)?;
+            let ids: Vec<String> = if a.all {
+                e.db.containers()?.into_iter().filter(|c| c.state == State::Running).map(|c| c.id).collect()
+            } else {
+                let mut v = Vec::new();
+                for n in &a.containers {
+                    let c = e.db.lookup(n)?;
+                    if c.state != State::Running {
+                        anyhow::bail!("container {} is not running: container state improper", c.id);
+                    }
+                    v.push(c.id);
+                }
+                v
+            };
+            e.netd_firewall_reload()?;
+            print(&ids.iter().map(|i| format!("{i}\n")).collect::<String>())
         }
         NetworkCommand::Rm(a) => {
             for name in &a.networks {

@@ -52,6 +52,29 @@ pub struct ContainerConfig {
     pub rm: bool,
     /// Seconds `stop` waits before SIGKILL.
     pub stop_timeout: u64,
+    /// Bind mounts (`-v HOST:CTR[:ro]`).
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// tmpfs mounts (`--tmpfs PATH[:OPTIONS]`).
+    #[serde(default)]
+    pub tmpfs: Vec<String>,
+    /// Name servers (`--dns`).
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    /// A static MAC address for the first network (`--mac-address`).
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// A bind mount.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// The host path (absolute).
+    pub source: String,
+    /// The container path (absolute).
+    pub destination: String,
+    /// Mounted read-only.
+    pub readonly: bool,
 }
 
 /// A container's state.
@@ -164,6 +187,10 @@ fn row_to_container(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Container, Strin
                 ips: BTreeMap::new(),
                 rm: false,
                 stop_timeout: 10,
+                volumes: Vec::new(),
+                tmpfs: Vec::new(),
+                dns: Vec::new(),
+                mac: None,
             },
             pid: r.get(5)?,
             monitor_pid: r.get(6)?,

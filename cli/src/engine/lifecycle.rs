@@ -13,7 +13,7 @@ use anyhow::Context;
 use rpod_wire::{NetworkOptions, PerNetworkOptions, PortMapping, StatusBlock};
 use serde_json::Value;
 
-use super::db::{Container, ContainerConfig, NetMode, State};
+use super::db::{Container, ContainerConfig, NetMode, State, VolumeMount};
 use super::{network, Engine};
 use crate::{exit_with, EXIT_ERROR};
 
@@ -47,6 +47,63 @@ pub struct CreateRequest {
     pub aliases: Vec<String>,
     /// `--rm`.
     pub rm: bool,
+    /// `-v HOST:CTR[:ro]`.
+    pub volumes: Vec<String>,
+    /// `--tmpfs PATH[:OPTIONS]`.
+    pub tmpfs: Vec<String>,
+    /// `--env-file`.
+    pub env_files: Vec<String>,
+    /// `--dns`.
+    pub dns: Vec<String>,
+    /// `--ip`.
+    pub ip: Option<String>,
+    /// `--mac-address`.
+    pub mac: Option<String>,
+}
+
+/// Parses `-v HOST:CTR[:OPTIONS]` (a bind mount of an existing absolute host path).
+pub fn parse_volume(spec: &str) -> anyhow::Result<VolumeMount> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        _ => anyhow::bail!("invalid volume {spec:?}: expected HOST-DIR:CONTAINER-DIR[:OPTIONS]"),
+    };
+    if !src.starts_with('/') {
+        anyhow::bail!("invalid volume {spec:?}: named volumes are not supported, the host path must be absolute");
+    }
+    if !dst.starts_with('/') {
+        anyhow::bail!("invalid container path {dst:?}, must be an absolute path");
+    }
+    let mut readonly = false;
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => readonly = true,
+            "rw" => readonly = false,
+            "z" | "Z" | "rbind" | "bind" | "rprivate" | "private" => {}
+            _ => anyhow::bail!("invalid volume option {o:?} in {spec:?}"),
+        }
+    }
+    std::fs::metadata(src).map_err(|e| anyhow::anyhow!("statfs {src}: {}", e.kind().to_string().to_lowercase()))?;
+    Ok(VolumeMount { source: src.to_owned(), destination: dst.to_owned(), readonly })
+}
+
+/// Reads an `--env-file`: `KEY=VALUE` or `KEY` (taken from the caller) lines; blank lines
+/// and `#` comments are skipped.
+pub fn read_env_file(path: &str) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading env file {path}"))?;
+    Ok(text
+        .lines()
+        .map(|l| l.trim_start())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Checks a MAC address (`aa:bb:cc:dd:ee:ff`).
+fn valid_mac(m: &str) -> bool {
+    let p: Vec<&str> = m.split(':').collect();
+    p.len() == 6 && p.iter().all(|x| x.len() == 2 && x.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Parses `[IP:]HOST:CTR[/PROTO]` (and `HOST-HOST:CTR-CTR` ranges).
@@ -157,6 +214,45 @@ pub fn create(engine: &Engine, req: &CreateRequest) -> anyhow::Result<String> {
     } else if !ports.is_empty() {
         anyhow::bail!("published ports need a bridge network: invalid argument");
     }
+    let volumes = req.volumes.iter().map(|v| parse_volume(v)).collect::<anyhow::Result<Vec<_>>>()?;
+    for t in &req.tmpfs {
+        if !t.starts_with('/') {
+            anyhow::bail!("invalid tmpfs path {t:?}, must be an absolute path");
+        }
+    }
+    let dns = req
+        .dns
+        .iter()
+        .map(|d| d.parse::<IpAddr>().map_err(|_| anyhow::anyhow!("{d} is not an ip address: invalid argument")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(m) = &req.mac {
+        if !valid_mac(m) {
+            anyhow::bail!("invalid MAC address {m:?}: invalid argument");
+        }
+    }
+    let static_ip = match &req.ip {
+        Some(ip) => {
+            let ip: IpAddr = ip.parse().map_err(|_| anyhow::anyhow!("{ip} is not an ip address: invalid argument"))?;
+            if networks.len() != 1 {
+                anyhow::bail!("--ip needs exactly one bridge network: invalid argument");
+            }
+            let n = &networks[0];
+            let s = n.subnets().first().cloned().ok_or_else(|| anyhow::anyhow!("network {} has no subnet", n.name))?;
+            if !s.subnet.contains(&ip)
+                || ip == s.subnet.network()
+                || Some(ip) == s.gateway
+                || ip == s.subnet.broadcast()
+            {
+                anyhow::bail!(
+                    "requested ip address {ip} is not in a usable range of subnet {} of network {}: invalid argument",
+                    s.subnet,
+                    n.name
+                );
+            }
+            Some(ip)
+        }
+        None => None,
+    };
     let (record, image_ref) = crate::commands::resolve(&engine.store, &req.image)?;
     let icfg = image_config(engine, &record);
     let entrypoint = match &req.entrypoint {
@@ -188,7 +284,11 @@ pub fn create(engine: &Engine, req: &CreateRequest) -> anyhow::Result<String> {
         env.push(kv);
     };
     set_env("container=podman".to_owned());
-    for e in &req.env {
+    let mut from_files = Vec::new();
+    for f in &req.env_files {
+        from_files.extend(read_env_file(f)?);
+    }
+    for e in from_files.iter().chain(&req.env) {
         if e.contains('=') {
             set_env(e.clone());
         } else if let Ok(v) = std::env::var(e) {
@@ -227,7 +327,17 @@ pub fn create(engine: &Engine, req: &CreateRequest) -> anyhow::Result<String> {
     let res = (|| -> anyhow::Result<()> {
         let mut ips = BTreeMap::new();
         for n in &networks {
-            let ip = network::next_free(n, &engine.db.leased(&n.name)?)?;
+            let leased = engine.db.leased(&n.name)?;
+            let ip = match static_ip {
+                Some(ip) if leased.contains(&ip) => {
+                    anyhow::bail!(
+                        "IPAM error: requested ip address {ip} is already allocated to another container on network {}",
+                        n.name
+                    )
+                }
+                Some(ip) => ip,
+                None => network::next_free(n, &leased)?,
+            };
             ips.insert(n.name.clone(), ip);
         }
         let cfg = ContainerConfig {
@@ -243,6 +353,10 @@ pub fn create(engine: &Engine, req: &CreateRequest) -> anyhow::Result<String> {
             ips: ips.clone(),
             rm: req.rm,
             stop_timeout: 10,
+            volumes: volumes.clone(),
+            tmpfs: req.tmpfs.clone(),
+            dns: dns.clone(),
+            mac: req.mac.clone(),
         };
         engine.db.insert(&id, &name, crate::format::now(), &cfg)?;
         for (n, ip) in &ips {
@@ -275,7 +389,7 @@ fn network_options(engine: &Engine, c: &Container) -> anyhow::Result<Option<Netw
             PerNetworkOptions {
                 interface_name: format!("eth{i}"),
                 static_ips: c.config.ips.get(n).map(|ip| vec![*ip]),
-                static_mac: None,
+                static_mac: if i == 0 { c.config.mac.clone() } else { None },
                 aliases: Some(aliases),
                 options: None,
             },
@@ -289,7 +403,7 @@ fn network_options(engine: &Engine, c: &Container) -> anyhow::Result<Option<Netw
         networks,
         network_info: info,
         port_mappings: (!c.config.ports.is_empty()).then(|| c.config.ports.clone()),
-        dns_servers: None,
+        dns_servers: (!c.config.dns.is_empty()).then(|| c.config.dns.clone()),
     }))
 }
 
@@ -335,6 +449,9 @@ fn write_files(engine: &Engine, c: &Container, status: &BTreeMap<String, StatusB
     }
     if c.config.net == NetMode::Host {
         hosts = std::fs::read_to_string("/etc/hosts").unwrap_or(hosts);
+    }
+    if !c.config.dns.is_empty() {
+        servers.clone_from(&c.config.dns);
     }
     let resolv = if servers.is_empty() {
         host_resolv()
@@ -446,7 +563,11 @@ pub enum Output {
 
 /// The message of the runtime's last error (from its JSON log), if any.
 fn runtime_error(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("runc.log")).ok()?;
+    runtime_error_in(&dir.join("runc.log"))
+}
+
+fn runtime_error_in(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v.get("level").and_then(Value::as_str) == Some("error"))
@@ -696,6 +817,88 @@ pub fn stop(engine: &Engine, c: &Container, timeout: u64) -> anyhow::Result<()> 
         anyhow::bail!("container {} did not exit after SIGKILL", c.id);
     }
     Ok(())
+}
+
+/// Parses a signal name (`KILL`, `SIGKILL`) or number into the runtime's spelling.
+pub fn parse_signal(s: &str) -> anyhow::Result<String> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n.to_string());
+        }
+    } else {
+        let up = s.to_ascii_uppercase();
+        let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+        if name.parse::<nix::sys::signal::Signal>().is_ok() {
+            return Ok(name);
+        }
+    }
+    anyhow::bail!("invalid signal: {s}")
+}
+
+/// Sends a signal to a running container's process.
+pub fn kill(engine: &Engine, c: &Container, sig: &str) -> anyhow::Result<()> {
+    if c.state != State::Running {
+        anyhow::bail!(
+            "can only kill running containers. {} is in state {}: container state improper",
+            c.id,
+            c.state.as_str()
+        );
+    }
+    let out = engine.runtime_cmd().args(["kill", &c.id, sig]).stdout(Stdio::null()).output()?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        anyhow::bail!("sending signal {sig} to container {}: {}", c.id, err.trim());
+    }
+    Ok(())
+}
+
+/// What `exec` asks for.
+#[derive(Debug, Default, Clone)]
+pub struct ExecRequest {
+    /// Keep stdin open.
+    pub interactive: bool,
+    /// `-e`.
+    pub env: Vec<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// The command.
+    pub command: Vec<String>,
+}
+
+/// Runs a command in a running container (`runtime exec`); returns its exit code.
+pub fn exec(engine: &Engine, c: &Container, req: &ExecRequest) -> anyhow::Result<i32> {
+    if c.state != State::Running {
+        anyhow::bail!("can only create exec sessions on running containers: container state improper");
+    }
+    let log = engine.run_dir(&c.id).join(format!("exec-{}.log", &super::random_id()[..12]));
+    let mut cmd = engine.runtime_cmd();
+    cmd.arg("--log").arg(&log).args(["--log-format", "json", "exec"]);
+    for e in &req.env {
+        if e.contains('=') {
+            cmd.arg("--env").arg(e);
+        } else if let Ok(v) = std::env::var(e) {
+            cmd.arg("--env").arg(format!("{e}={v}"));
+        }
+    }
+    if let Some(w) = &req.workdir {
+        cmd.arg("--cwd").arg(w);
+    }
+    if let Some(u) = &req.user {
+        cmd.arg("--user").arg(u);
+    }
+    cmd.arg(&c.id).args(&req.command);
+    cmd.stdin(if req.interactive { Stdio::inherit() } else { Stdio::null() });
+    let st = cmd.status().with_context(|| format!("running {}", engine.runtime));
+    let err = runtime_error_in(&log);
+    let _ = std::fs::remove_file(&log);
+    let st = st?;
+    if let Some(msg) = err {
+        return Err(exit_with(runtime_error_code(&msg), msg));
+    }
+    use std::os::unix::process::ExitStatusExt;
+    Ok(st.code().or_else(|| st.signal().map(|s| 128 + s)).unwrap_or(EXIT_ERROR))
 }
 
 /// Marks containers whose process and monitor are gone as exited (after a kill -9 or a

@@ -134,6 +134,23 @@ impl Engine {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `netd firewall-reload`: re-applies every running container's rules.
+    pub fn netd_firewall_reload(&self) -> anyhow::Result<()> {
+        let bin = Self::netd_bin()?;
+        let out = Command::new(&bin)
+            .arg("--config")
+            .arg(self.netd_config())
+            .arg("firewall-reload")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
+        if !out.status.success() {
+            let e = String::from_utf8_lossy(&out.stderr);
+            anyhow::bail!("netavark (netd firewall-reload): {}", e.lines().last().unwrap_or("").trim());
+        }
+        Ok(())
+    }
+
     /// `netd setup`, parsed.
     pub fn netd_setup(
         &self,

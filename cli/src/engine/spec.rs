@@ -102,6 +102,21 @@ pub fn build(cfg: &ContainerConfig, rootfs: &Path, netns: Option<&Path>, files: 
     for f in ["hosts", "resolv.conf", "hostname"] {
         mounts.push(bind(&format!("/etc/{f}"), &files.join(f))?);
     }
+    for t in &cfg.tmpfs {
+        let (dest, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+        let mut o: Vec<&str> = vec!["rw", "noexec", "nosuid", "nodev"];
+        o.extend(opts.split(',').filter(|x| !x.is_empty()));
+        mounts.push(mount(dest, "tmpfs", "tmpfs", &o)?);
+    }
+    for v in &cfg.volumes {
+        let mut o = vec!["rbind".to_owned(), "rprivate".to_owned()];
+        if v.readonly {
+            o.push("ro".to_owned());
+        }
+        mounts.push(
+            MountBuilder::default().destination(&v.destination).typ("bind").source(&v.source).options(o).build()?,
+        );
+    }
     let defaults = oci_spec::runtime::Linux::default();
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
@@ -138,6 +153,10 @@ mod tests {
             ips: Default::default(),
             rm: false,
             stop_timeout: 10,
+            volumes: vec![],
+            tmpfs: vec![],
+            dns: vec![],
+            mac: None,
         };
         let s =
             build(&cfg, Path::new("/r"), Some(Path::new("/run/x")), Path::new("/f")).unwrap_or_else(|e| panic!("{e}"));
