@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use commands::{container, image, images, load, network, pull, rmi, save, tag, version};
+use commands::{container, image, images, load, network, pod, pull, rmi, save, system, tag, version};
 
 /// Podman's exit code for an error of the engine itself.
 pub const EXIT_ERROR: i32 = 125;
@@ -117,6 +117,14 @@ pub enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Manage pods
+    #[command(subcommand)]
+    Pod(pod::PodCommand),
+    /// Display rpod system information
+    Info(system::InfoArgs),
+    /// Manage rpod
+    #[command(subcommand)]
+    System(system::SystemCommand),
     /// The per-container monitor (internal)
     #[command(name = "__monitor", hide = true)]
     Monitor(container::MonitorArgs),
@@ -185,6 +193,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Wait(a) => container::wait(cli, a),
         Command::Port(a) => container::port(cli, a),
         Command::Network(c) => network::run(cli, c),
+        Command::Pod(c) => pod::run(cli, c),
+        Command::Info(a) => system::run_info(cli, a),
+        Command::System(c) => system::run(cli, c),
         Command::Monitor(a) => container::monitor(cli, a),
     }
 }

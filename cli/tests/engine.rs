@@ -418,6 +418,18 @@ fn bad_inputs_leave_nothing() {
     assert!(l.contains("mounts=1\nnetns=1\n"), "{l}");
     assert_eq!(w.fetch("http://127.0.0.1:8080/").as_deref(), Some("hello-from-rpod\n"));
     w.fails(&["stop", "nosuch"], 125);
+    // Pods: a bad network or port fails at create; a port taken by a container fails at the
+    // first start, leaving neither the new container nor the pod's namespace.
+    w.fails(&["pod", "create", "--network", "nonet"], 125);
+    w.fails(&["pod", "create", "-p", "notaport"], 125);
+    w.fails(&["pod", "inspect", "nosuch"], 125);
+    w.ok(&["pod", "create", "--name", "p", "-p", "8080:80"]);
+    let e = w.fails(&["run", "--rm", "--pod", "p", IMG, "true"], 125);
+    assert!(e.contains("8080"), "{e}");
+    assert_eq!(w.ps_all().len(), 1);
+    let l = w.leftovers();
+    assert!(l.contains("mounts=1\nnetns=1\n"), "{l}");
+    w.ok(&["pod", "rm", "p"]);
     w.ok(&["rm", "-f", "-t", "0", "web"]);
     w.assert_clean();
 }
@@ -752,4 +764,154 @@ fn network_reload_after_flush() {
     w.ok(&["rm", "-f", "-t", "0", "web", "other"]);
     w.ok(&["network", "rm", "n1"]);
     w.assert_clean();
+}
+
+#[test]
+fn pods_share_localhost_and_ports() {
+    if skip_unless_root("pods_share_localhost_and_ports") {
+        return;
+    }
+    let w = World::new();
+    let id = w.ok(&["pod", "create", "--name", "p1", "-p", "8081:80"]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let ps = w.ok(&["pod", "ps"]);
+    assert!(ps.starts_with("POD ID") && ps.contains("p1") && ps.contains("Created"), "{ps}");
+    w.fails(&["pod", "create", "--name", "p1"], 125);
+    w.fails(&["run", "--rm", "--pod", "nope", IMG, "true"], 125);
+    w.fails(&["run", "--rm", "--pod", "p1", "-p", "9000:80", IMG, "true"], 125);
+    w.ok(&["run", "-d", "--pod", "p1", "--name", "web", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    // The pod's published port reaches the member's server; members share localhost.
+    assert_eq!(w.fetch("http://127.0.0.1:8081/").as_deref(), Some("hello-from-rpod\n"));
+    let o = w.ok(&["run", "--rm", "--pod", "p1", IMG, "wget", "-qO-", "http://127.0.0.1:80/"]);
+    assert_eq!(o, "hello-from-rpod\n");
+    let v: Value = serde_json::from_str(&w.ok(&["pod", "inspect", "p1"])).unwrap();
+    assert_eq!(
+        (v["Name"].as_str(), v["State"].as_str(), v["NumContainers"].as_u64()),
+        (Some("p1"), Some("Running"), Some(1))
+    );
+    assert_eq!(v["InfraConfig"]["PortBindings"]["80/tcp"][0]["HostPort"], "8081");
+    let ps: Value = serde_json::from_str(&w.ok(&["pod", "ps", "--format", "json"])).unwrap();
+    assert_eq!(ps[0]["Containers"][0]["Names"], "web");
+    let ctrs = w.ps_all();
+    assert_eq!((ctrs[0]["PodName"].as_str(), ctrs[0]["Pod"].as_str()), (Some("p1"), Some(id.trim())));
+    // Stop and start.
+    assert_eq!(w.ok(&["pod", "stop", "-t", "0", "p1"]).trim(), id.trim());
+    let v: Value = serde_json::from_str(&w.ok(&["pod", "inspect", "p1"])).unwrap();
+    assert_eq!(v["State"], "Exited");
+    assert_eq!(w.sh("ls /run/rpod/netns | wc -l").stdout, "0\n");
+    w.ok(&["pod", "start", "p1"]);
+    assert_eq!(w.fetch("http://127.0.0.1:8081/").as_deref(), Some("hello-from-rpod\n"));
+    // rm needs -f while a member runs; -f removes the members and the netns.
+    w.fails(&["pod", "rm", "p1"], 125);
+    w.ok(&["pod", "rm", "-f", "-t", "0", "p1"]);
+    assert!(w.ps_all().is_empty());
+    assert_eq!(w.ok(&["pod", "ps", "-q"]), "");
+    // A pod on a created network: `network rm -f` removes the pod and its containers.
+    w.ok(&["network", "create", "n1"]);
+    w.ok(&["pod", "create", "--name", "p2", "--network", "n1"]);
+    let o = w.ok(&["run", "--rm", "--pod", "p2", IMG, "cat", "/etc/hosts"]);
+    assert!(o.contains("10.89.0.2\tp2"), "{o}");
+    w.ok(&["run", "-d", "--pod", "p2", IMG, "sleep", "100"]);
+    w.fails(&["network", "rm", "n1"], 125);
+    w.ok(&["network", "rm", "-f", "n1"]);
+    assert!(w.ps_all().is_empty());
+    assert_eq!(w.ok(&["pod", "ps", "-q"]), "");
+    w.assert_clean();
+}
+
+#[test]
+fn network_connect_disconnect_prune() {
+    if skip_unless_root("network_connect_disconnect_prune") {
+        return;
+    }
+    let w = World::new();
+    w.ok(&["network", "create", "n1"]);
+    w.ok(&["network", "create", "n2"]);
+    w.ok(&["network", "create", "n3"]);
+    w.ok(&["run", "-d", "--name", "web", "--network", "n1", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    assert_eq!(w.ok(&["exec", "web", "ls", "/sys/class/net"]), "eth0\nlo\n");
+    w.fails(&["network", "connect", "nope", "web"], 125);
+    w.fails(&["network", "connect", "n1", "web"], 125);
+    w.fails(&["network", "disconnect", "n2", "web"], 125);
+    w.ok(&["network", "connect", "n2", "web"]);
+    assert_eq!(w.ok(&["exec", "web", "ls", "/sys/class/net"]), "eth0\neth1\nlo\n");
+    let v: Value = serde_json::from_str(&w.ok(&["inspect", "web"])).unwrap();
+    assert_eq!(v[0]["NetworkSettings"]["Networks"]["n2"]["IPAddress"], "10.89.1.2");
+    let o = w.ok(&["run", "--rm", "--network", "n2", IMG, "wget", "-qO-", "http://web/"]);
+    assert_eq!(o, "hello-from-rpod\n");
+    // Still reachable on the first network.
+    let o = w.ok(&["run", "--rm", "--network", "n1", IMG, "wget", "-qO-", "http://web/"]);
+    assert_eq!(o, "hello-from-rpod\n");
+    w.ok(&["network", "disconnect", "n2", "web"]);
+    assert_eq!(w.ok(&["exec", "web", "ls", "/sys/class/net"]), "eth0\nlo\n");
+    let o = w.rpod(&["run", "--rm", "--network", "n2", IMG, "wget", "-T", "2", "-qO-", "http://10.89.1.2/"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    // A stopped container: connected now, set up at start.
+    w.ok(&["create", "--name", "later", "--network", "n1", IMG, "sleep", "100"]);
+    w.ok(&["network", "connect", "n3", "later"]);
+    w.ok(&["start", "later"]);
+    assert_eq!(w.ok(&["exec", "later", "ls", "/sys/class/net"]), "eth0\neth1\nlo\n");
+    let o = w.ok(&["exec", "later", "wget", "-qO-", "http://web/"]);
+    assert_eq!(o, "hello-from-rpod\n");
+    // Prune removes only the unused networks (not the default one).
+    assert_eq!(w.ok(&["network", "prune", "-f"]), "n2\n");
+    let ls = w.ok(&["network", "ls", "-q"]);
+    assert_eq!(ls, "podman\nn1\nn3\n");
+    w.ok(&["rm", "-f", "-t", "0", "web", "later"]);
+    assert_eq!(w.ok(&["network", "prune", "-f"]), "n1\nn3\n");
+    w.assert_clean();
+}
+
+#[test]
+fn info_and_system_reset() {
+    if skip_unless_root("info_and_system_reset") {
+        return;
+    }
+    let w = World::new();
+    let v: Value = serde_json::from_str(&w.ok(&["info", "--format", "json"])).unwrap();
+    assert_eq!(v["host"]["networkBackend"], "netavark");
+    assert_eq!(v["host"]["ociRuntime"]["name"], "runc");
+    assert_eq!(v["host"]["os"], "linux");
+    assert_eq!(v["store"]["imageStore"]["number"], 1);
+    assert_eq!(v["store"]["containerStore"]["number"], 0);
+    assert!(v["store"]["graphRoot"].as_str().unwrap().ends_with("/root"), "{v}");
+    let y = w.ok(&["info"]);
+    assert!(y.starts_with("host:\n") && y.contains("  networkBackend: netavark\n") && y.contains("store:\n"), "{y}");
+    assert_eq!(w.ok(&["info", "--format", "{{.Host.NetworkBackend}}"]), "netavark\n");
+
+    w.ok(&["network", "create", "n1"]);
+    w.ok(&["pod", "create", "--name", "p1", "-p", "8082:80"]);
+    w.ok(&["run", "-d", "--pod", "p1", "--name", "inpod", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    w.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "n1",
+        "-p",
+        "8083:80",
+        IMG,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    w.ok(&["create", "--name", "idle", IMG, "true"]);
+    assert_eq!(w.fetch("http://127.0.0.1:8082/").as_deref(), Some("hello-from-rpod\n"));
+    assert_eq!(w.fetch("http://127.0.0.1:8083/").as_deref(), Some("hello-from-rpod\n"));
+    let v: Value = serde_json::from_str(&w.ok(&["info", "--format", "json"])).unwrap();
+    assert_eq!(v["store"]["containerStore"]["running"], 2);
+    // Without -f it asks, and a "no" (here: no input) changes nothing.
+    w.ok(&["system", "reset"]);
+    assert_eq!(w.ps_all().len(), 3);
+    w.ok(&["system", "reset", "-f"]);
+    assert!(w.ps_all().is_empty());
+    assert_eq!(w.ok(&["pod", "ps", "-q"]), "");
+    assert_eq!(w.ok(&["network", "ls", "-q"]), "podman\n");
+    assert_eq!(w.ok(&["images", "-q"]), "");
+    w.assert_clean();
+    assert!(std::fs::read_dir(w.root().join("containers-run")).map(|d| d.count()).unwrap_or(0) == 0);
 }

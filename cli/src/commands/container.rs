@@ -60,6 +60,9 @@ pub struct CreateArgs {
     /// Container MAC address (e.g. 92:d0:c6:0a:29:33)
     #[arg(long = "mac-address")]
     pub mac_address: Option<String>,
+    /// Run container in an existing pod
+    #[arg(long)]
+    pub pod: Option<String>,
     /// Image
     #[arg(value_name = "IMAGE")]
     pub image: String,
@@ -88,6 +91,7 @@ impl CreateArgs {
             dns: self.dns.clone(),
             ip: self.ip.clone(),
             mac: self.mac_address.clone(),
+            pod: self.pod.clone(),
         }
     }
 }
@@ -458,7 +462,7 @@ fn networks(c: &Container) -> Vec<String> {
     }
 }
 
-fn ps_json(c: &Container) -> Value {
+fn ps_json(c: &Container, pods: &std::collections::HashMap<String, String>) -> Value {
     json!({
         "AutoRemove": c.config.rm,
         "Command": c.config.args,
@@ -477,8 +481,8 @@ fn ps_json(c: &Container) -> Value {
         "Namespaces": {},
         "Networks": networks(c),
         "Pid": c.pid,
-        "Pod": "",
-        "PodName": "",
+        "Pod": c.config.pod.clone().unwrap_or_default(),
+        "PodName": c.config.pod.as_ref().and_then(|p| pods.get(p)).cloned().unwrap_or_default(),
         "Ports": if c.config.ports.is_empty() { Value::Null } else { serde_json::to_value(&c.config.ports).unwrap_or(Value::Null) },
         "Size": null,
         "StartedAt": c.started_at,
@@ -493,19 +497,20 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> anyhow::Result<()> {
     let mut list: Vec<Container> =
         e.db.containers()?.into_iter().filter(|c| a.all || c.state == State::Running).collect();
     list.reverse();
+    let pods: std::collections::HashMap<String, String> = e.db.pods()?.into_iter().map(|p| (p.id, p.name)).collect();
     if a.quiet {
         let n = if a.no_trunc { 64 } else { 12 };
         return print(&list.iter().map(|c| format!("{}\n", &c.id[..n])).collect::<String>());
     }
     match a.format.as_deref() {
         Some("json") => {
-            let v: Vec<Value> = list.iter().map(ps_json).collect();
+            let v: Vec<Value> = list.iter().map(|c| ps_json(c, &pods)).collect();
             print(&format!("{}\n", json_pretty(&v)?))
         }
         Some(tpl) => {
             let mut out = String::new();
             for c in &list {
-                out.push_str(&template(tpl, &ps_json(c))?);
+                out.push_str(&template(tpl, &ps_json(c, &pods))?);
                 out.push('\n');
             }
             print(&out)
@@ -672,7 +677,11 @@ fn inspect_json(e: &Engine, c: &Container) -> Value {
         "NetworkSettings": {
             "Ports": ports,
             "Networks": nets,
-            "SandboxKey": if c.config.net == NetMode::Host { String::new() } else { Engine::netns_path(&c.id).display().to_string() },
+            "SandboxKey": match (&c.config.pod, &c.config.net) {
+                (Some(p), _) => Engine::netns_path(p).display().to_string(),
+                (None, NetMode::Host) => String::new(),
+                (None, _) => Engine::netns_path(&c.id).display().to_string(),
+            },
         },
     })
 }

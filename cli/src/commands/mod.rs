@@ -6,10 +6,12 @@ pub mod images;
 pub mod inspect;
 pub mod load;
 pub mod network;
+pub mod pod;
 pub mod prune;
 pub mod pull;
 pub mod rmi;
 pub mod save;
+pub mod system;
 pub mod tag;
 pub mod version;
 

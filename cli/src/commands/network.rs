@@ -27,6 +27,44 @@ pub enum NetworkCommand {
     Rm(RmArgs),
     /// Reload firewall rules for one or more containers
     Reload(ReloadArgs),
+    /// Connect a container to a network
+    Connect(ConnectArgs),
+    /// Disconnect a container from a network
+    Disconnect(DisconnectArgs),
+    /// Remove all unused networks
+    Prune(PruneArgs),
+}
+
+/// `rpod network connect` arguments.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Network scoped alias for the container
+    #[arg(long)]
+    pub alias: Vec<String>,
+    /// Network
+    pub network: String,
+    /// Container (name or ID)
+    pub container: String,
+}
+
+/// `rpod network disconnect` arguments.
+#[derive(Debug, Args)]
+pub struct DisconnectArgs {
+    /// Accepted for compatibility
+    #[arg(short, long)]
+    pub force: bool,
+    /// Network
+    pub network: String,
+    /// Container (name or ID)
+    pub container: String,
+}
+
+/// `rpod network prune` arguments.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 /// `rpod network reload` arguments.
@@ -199,11 +237,31 @@ pub fn run(cli: &Cli, c: &NetworkCommand) -> anyhow::Result<()> {
             e.netd_firewall_reload()?;
             print(&ids.iter().map(|i| format!("{i}\n")).collect::<String>())
         }
+        NetworkCommand::Connect(a) => {
+            lifecycle::reconcile(&e)?;
+            lifecycle::connect(&e, &a.network, &a.container, &a.alias)
+        }
+        NetworkCommand::Disconnect(a) => {
+            lifecycle::reconcile(&e)?;
+            lifecycle::disconnect(&e, &a.network, &a.container)
+        }
+        NetworkCommand::Prune(_) => {
+            let _lock = e.lock()?;
+            let mut out = String::new();
+            for n in prune(&e)? {
+                out.push_str(&format!("{n}\n"));
+            }
+            print(&out)
+        }
         NetworkCommand::Rm(a) => {
             for name in &a.networks {
                 let n = network::get(&e.root, name)?;
                 if a.force {
                     for id in e.db.network_users(&n.name)? {
+                        if let Some(p) = e.db.pods()?.into_iter().find(|p| p.id == id) {
+                            crate::engine::pod::remove(&e, &p, true, 0)?;
+                            continue;
+                        }
                         if let Some(c) = e.db.get(&id)? {
                             lifecycle::stop(&e, &c, 0)?;
                             if let Some(c) = e.db.get(&id)? {
@@ -226,4 +284,18 @@ pub fn run(cli: &Cli, c: &NetworkCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Removes every network but the default one that no container or pod uses (the caller
+/// holds the engine lock); returns their names.
+pub fn prune(e: &Engine) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for n in network::list(&e.root)? {
+        if n.name == network::DEFAULT_NETWORK || !e.db.network_users(&n.name)?.is_empty() {
+            continue;
+        }
+        network::remove(&e.root, &n.name)?;
+        out.push(n.name);
+    }
+    Ok(out)
 }

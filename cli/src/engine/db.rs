@@ -64,6 +64,42 @@ pub struct ContainerConfig {
     /// A static MAC address for the first network (`--mac-address`).
     #[serde(default)]
     pub mac: Option<String>,
+    /// The pod (ID) whose network namespace the container joins.
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// Interface names by network (`eth{index}` when absent).
+    #[serde(default)]
+    pub interfaces: BTreeMap<String, String>,
+}
+
+/// What a pod was created with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodConfig {
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+    /// Networking.
+    pub net: NetMode,
+    /// IPs, by network.
+    pub ips: BTreeMap<String, IpAddr>,
+    /// The hostname of its containers.
+    pub hostname: String,
+}
+
+/// One row of `pods`.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    /// 64 hex.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// Settings.
+    pub config: PodConfig,
+    /// netd's answer of the last start.
+    pub status: BTreeMap<String, StatusBlock>,
+    /// Whether it was ever started.
+    pub started: bool,
 }
 
 /// A bind mount.
@@ -160,6 +196,14 @@ CREATE TABLE IF NOT EXISTS ips (
     container TEXT NOT NULL,
     PRIMARY KEY (network, ip)
 );
+CREATE TABLE IF NOT EXISTS pods (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT '{}',
+    started INTEGER NOT NULL DEFAULT 0
+);
 ";
 
 const COLUMNS: &str = "id, name, created, state, config, pid, monitor_pid, exit_code, started_at, finished_at, status";
@@ -191,6 +235,8 @@ fn row_to_container(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Container, Strin
                 tmpfs: Vec::new(),
                 dns: Vec::new(),
                 mac: None,
+                pod: None,
+                interfaces: BTreeMap::new(),
             },
             pid: r.get(5)?,
             monitor_pid: r.get(6)?,
@@ -325,6 +371,93 @@ impl Db {
         let mut st = self.conn.prepare("SELECT DISTINCT container FROM ips WHERE network = ?1")?;
         let v = st.query_map([network], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(v)
+    }
+
+    /// Releases a container's (or pod's) lease on one network.
+    pub fn release(&self, network: &str, container: &str) -> anyhow::Result<()> {
+        self.conn.execute("DELETE FROM ips WHERE network = ?1 AND container = ?2", params![network, container])?;
+        Ok(())
+    }
+
+    /// Replaces a container's settings.
+    pub fn set_config(&self, id: &str, config: &ContainerConfig) -> anyhow::Result<()> {
+        self.conn
+            .execute("UPDATE containers SET config = ?2 WHERE id = ?1", params![id, serde_json::to_string(config)?])?;
+        Ok(())
+    }
+
+    /// Every pod, oldest first.
+    pub fn pods(&self) -> anyhow::Result<Vec<Pod>> {
+        let mut st =
+            self.conn.prepare("SELECT id, name, created, config, status, started FROM pods ORDER BY created, id")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(id, name, created, config, status, started)| {
+                Ok(Pod {
+                    config: serde_json::from_str(&config)
+                        .with_context(|| format!("pod {id}: bad config in the database"))?,
+                    status: serde_json::from_str(&status).unwrap_or_default(),
+                    id,
+                    name,
+                    created,
+                    started: started != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Finds a pod by name, full ID or unique ID prefix.
+    pub fn pod_lookup(&self, name_or_id: &str) -> anyhow::Result<Pod> {
+        let all = self.pods()?;
+        if let Some(p) = all.iter().find(|p| p.name == name_or_id || p.id == name_or_id) {
+            return Ok(p.clone());
+        }
+        let hex = !name_or_id.is_empty() && name_or_id.bytes().all(|b| b.is_ascii_hexdigit());
+        let found: Vec<&Pod> = if hex { all.iter().filter(|p| p.id.starts_with(name_or_id)).collect() } else { vec![] };
+        match found.len() {
+            1 => Ok(found[0].clone()),
+            0 => Err(crate::exit_with(
+                crate::EXIT_ERROR,
+                format!("no pod with name or ID {name_or_id} found: no such pod"),
+            )),
+            _ => anyhow::bail!("more than one result for pod \"{name_or_id}\": use a longer ID"),
+        }
+    }
+
+    /// Inserts a new pod.
+    pub fn insert_pod(&self, id: &str, name: &str, created: i64, config: &PodConfig) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO pods (id, name, created, config) VALUES (?1, ?2, ?3, ?4)",
+            params![id, name, created, serde_json::to_string(config)?],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a pod and its leases.
+    pub fn delete_pod(&self, id: &str) -> anyhow::Result<()> {
+        self.conn.execute("DELETE FROM ips WHERE container = ?1", [id])?;
+        self.conn.execute("DELETE FROM pods WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Records netd's status of a pod's start.
+    pub fn set_pod_status(&self, id: &str, status: &BTreeMap<String, StatusBlock>) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE pods SET status = ?2, started = 1 WHERE id = ?1",
+            params![id, serde_json::to_string(status)?],
+        )?;
+        Ok(())
     }
 
     /// Begins an immediate (write-locked) transaction.

@@ -59,6 +59,8 @@ pub struct CreateRequest {
     pub ip: Option<String>,
     /// `--mac-address`.
     pub mac: Option<String>,
+    /// `--pod`.
+    pub pod: Option<String>,
 }
 
 /// Parses `-v HOST:CTR[:OPTIONS]` (a bind mount of an existing absolute host path).
@@ -200,7 +202,21 @@ pub fn create(engine: &Engine, req: &CreateRequest) -> anyhow::Result<String> {
     for p in &req.ports {
         ports.extend(parse_port(p)?);
     }
+    let pod = match &req.pod {
+        Some(name) => {
+            let p = engine.db.pod_lookup(name)?;
+            if !ports.is_empty() {
+                anyhow::bail!("invalid config provided: published or exposed ports must be defined when the pod is created: network cannot be configured when it is shared with a pod");
+            }
+            if req.network.is_some() || req.ip.is_some() || req.mac.is_some() || !req.aliases.is_empty() {
+                anyhow::bail!("invalid config provided: networks must be defined when the pod is created: network cannot be configured when it is shared with a pod");
+            }
+            Some(p)
+        }
+        None => None,
+    };
     let net = match req.network.as_deref() {
+        _ if pod.is_some() => NetMode::None,
         None | Some("") | Some("bridge") => NetMode::Bridge(vec![network::DEFAULT_NETWORK.to_owned()]),
         Some("none") => NetMode::None,
         Some("host") => NetMode::Host,
@@ -346,7 +362,11 @@ pub fn create(engine: &Engine, req: &CreateRequest) -> anyhow::Result<String> {
             args,
             env,
             workdir,
-            hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_owned()),
+            hostname: req
+                .hostname
+                .clone()
+                .or_else(|| pod.as_ref().map(|p| p.config.hostname.clone()))
+                .unwrap_or_else(|| id[..12].to_owned()),
             ports,
             net,
             aliases: req.aliases.clone(),
@@ -357,6 +377,8 @@ pub fn create(engine: &Engine, req: &CreateRequest) -> anyhow::Result<String> {
             tmpfs: req.tmpfs.clone(),
             dns: dns.clone(),
             mac: req.mac.clone(),
+            pod: pod.as_ref().map(|p| p.id.clone()),
+            interfaces: BTreeMap::new(),
         };
         engine.db.insert(&id, &name, crate::format::now(), &cfg)?;
         for (n, ip) in &ips {
@@ -376,8 +398,23 @@ pub fn create(engine: &Engine, req: &CreateRequest) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// The interface name of a container on one of its networks.
+pub fn interface_name(c: &Container, net: &str) -> String {
+    if let Some(i) = c.config.interfaces.get(net) {
+        return i.clone();
+    }
+    let NetMode::Bridge(names) = &c.config.net else { return "eth0".to_owned() };
+    format!("eth{}", names.iter().position(|n| n == net).unwrap_or(0))
+}
+
 fn network_options(engine: &Engine, c: &Container) -> anyhow::Result<Option<NetworkOptions>> {
+    if c.config.pod.is_some() {
+        return Ok(None);
+    }
     let NetMode::Bridge(names) = &c.config.net else { return Ok(None) };
+    if names.is_empty() {
+        return Ok(None);
+    }
     let mut networks = Vec::new();
     let mut info = std::collections::HashMap::new();
     for (i, n) in names.iter().enumerate() {
@@ -387,7 +424,7 @@ fn network_options(engine: &Engine, c: &Container) -> anyhow::Result<Option<Netw
         networks.push((
             n.clone(),
             PerNetworkOptions {
-                interface_name: format!("eth{i}"),
+                interface_name: interface_name(c, n),
                 static_ips: c.config.ips.get(n).map(|ip| vec![*ip]),
                 static_mac: if i == 0 { c.config.mac.clone() } else { None },
                 aliases: Some(aliases),
@@ -418,7 +455,11 @@ fn host_resolv() -> String {
         .collect()
 }
 
-fn write_files(engine: &Engine, c: &Container, status: &BTreeMap<String, StatusBlock>) -> anyhow::Result<()> {
+pub(crate) fn write_files(
+    engine: &Engine,
+    c: &Container,
+    status: &BTreeMap<String, StatusBlock>,
+) -> anyhow::Result<()> {
     let dir = engine.run_dir(&c.id);
     let mut hosts = String::from(
         "127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4\n::1         localhost localhost.localdomain localhost6 localhost6.localdomain6\n",
@@ -475,21 +516,29 @@ fn write_files(engine: &Engine, c: &Container, status: &BTreeMap<String, StatusB
 /// writes `/etc` files and the bundle. Undoes what it did on error.
 pub fn prepare(engine: &Engine, c: &Container) -> anyhow::Result<()> {
     let rootfs = engine.store.mount(&c.id)?;
-    let netns = Engine::netns_path(&c.id);
+    let mut netns = Engine::netns_path(&c.id);
     let mut netns_made = false;
     let res = (|| -> anyhow::Result<()> {
         let opts = network_options(engine, c)?;
+        let mut pod_status = None;
+        if let Some(pod) = &c.config.pod {
+            let p = super::pod::up(engine, pod)?;
+            netns = Engine::netns_path(&p.id);
+            pod_status = Some(p.status);
+        }
         let ns = match c.config.net {
+            _ if pod_status.is_some() => Some(netns.as_path()),
             NetMode::Host => None,
             _ => {
-                super::create_netns(&netns, c.config.net == NetMode::None)?;
+                super::create_netns(&netns, opts.is_none())?;
                 netns_made = true;
                 Some(netns.as_path())
             }
         };
-        let status = match &opts {
-            Some(o) => engine.netd_setup(&netns, o)?,
-            None => BTreeMap::new(),
+        let status = match (&opts, pod_status) {
+            (_, Some(s)) => s,
+            (Some(o), None) => engine.netd_setup(&netns, o)?,
+            (None, None) => BTreeMap::new(),
         };
         let res = (|| -> anyhow::Result<()> {
             engine.db.set_status(&c.id, &status)?;
@@ -514,6 +563,107 @@ pub fn prepare(engine: &Engine, c: &Container) -> anyhow::Result<()> {
         let _ = engine.store.unmount(&c.id);
     }
     res
+}
+
+/// `netd setup|teardown` options for one network of a container (no ports).
+fn one_network_options(engine: &Engine, c: &Container, net: &str) -> anyhow::Result<NetworkOptions> {
+    let mut o =
+        network_options(engine, c)?.ok_or_else(|| anyhow::anyhow!("container {} has no bridge network", c.id))?;
+    o.networks.retain(|(n, _)| n == net);
+    o.network_info.retain(|n, _| n == net);
+    o.port_mappings = None;
+    Ok(o)
+}
+
+/// `network connect`: adds a network to a container (set up now when it runs), with the
+/// next free interface name and address.
+pub fn connect(engine: &Engine, net: &str, name: &str, aliases: &[String]) -> anyhow::Result<()> {
+    let n = network::get(&engine.root, net)?;
+    let _lock = engine.lock()?;
+    let mut c = engine.db.lookup(name)?;
+    if c.config.pod.is_some() {
+        anyhow::bail!(
+            "container {} shares the network of its pod: network cannot be configured when it is shared with a pod",
+            c.id
+        );
+    }
+    let NetMode::Bridge(names) = c.config.net.clone() else {
+        anyhow::bail!(
+            "container {} is not connected to bridge networks (network mode none or host): invalid argument",
+            c.id
+        );
+    };
+    if names.contains(&n.name) {
+        anyhow::bail!("container {} is already connected to network {}: network is already connected", c.id, n.name);
+    }
+    let used: Vec<String> = names.iter().map(|x| interface_name(&c, x)).collect();
+    let iface = (0..).map(|i| format!("eth{i}")).find(|i| !used.contains(i)).unwrap_or_default();
+    let ip = network::next_free(&n, &engine.db.leased(&n.name)?)?;
+    for x in &names {
+        let i = interface_name(&c, x);
+        c.config.interfaces.insert(x.clone(), i);
+    }
+    c.config.interfaces.insert(n.name.clone(), iface);
+    c.config.ips.insert(n.name.clone(), ip);
+    let mut all = names;
+    all.push(n.name.clone());
+    c.config.net = NetMode::Bridge(all);
+    for a in aliases {
+        if !c.config.aliases.contains(a) {
+            c.config.aliases.push(a.clone());
+        }
+    }
+    if c.state == State::Running {
+        let netns = Engine::netns_path(&c.id);
+        let o = one_network_options(engine, &c, &n.name)?;
+        let st = engine.netd_setup(&netns, &o)?;
+        c.status.extend(st);
+        let saved = (|| -> anyhow::Result<()> {
+            engine.db.set_status(&c.id, &c.status)?;
+            write_files(engine, &c, &c.status)
+        })();
+        if let Err(e) = saved {
+            let _ = engine.netd("teardown", &netns, &o);
+            return Err(e);
+        }
+    }
+    engine.db.lease(&n.name, ip, &c.id)?;
+    engine.db.set_config(&c.id, &c.config)?;
+    Ok(())
+}
+
+/// `network disconnect`: removes a network from a container (torn down now when it runs).
+pub fn disconnect(engine: &Engine, net: &str, name: &str) -> anyhow::Result<()> {
+    let n = network::get(&engine.root, net)?;
+    let _lock = engine.lock()?;
+    let mut c = engine.db.lookup(name)?;
+    let names = match &c.config.net {
+        NetMode::Bridge(v) if c.config.pod.is_none() && v.contains(&n.name) => v.clone(),
+        _ => anyhow::bail!("container {} is not connected to network {}: network is not connected", c.id, n.name),
+    };
+    if c.state == State::Running {
+        if !c.config.ports.is_empty() {
+            anyhow::bail!(
+                "container {} publishes ports: disconnecting a running container with published ports is not supported",
+                c.id
+            );
+        }
+        let o = one_network_options(engine, &c, &n.name)?;
+        engine.netd("teardown", &Engine::netns_path(&c.id), &o)?;
+        c.status.remove(&n.name);
+        engine.db.set_status(&c.id, &c.status)?;
+        write_files(engine, &c, &c.status)?;
+    }
+    for x in &names {
+        let i = interface_name(&c, x);
+        c.config.interfaces.insert(x.clone(), i);
+    }
+    c.config.interfaces.remove(&n.name);
+    c.config.ips.remove(&n.name);
+    c.config.net = NetMode::Bridge(names.into_iter().filter(|x| *x != n.name).collect());
+    engine.db.release(&n.name, &c.id)?;
+    engine.db.set_config(&c.id, &c.config)?;
+    Ok(())
 }
 
 /// Undoes `prepare` after the container stopped: the runtime's state, `netd teardown`, the

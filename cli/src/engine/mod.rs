@@ -14,6 +14,7 @@
 pub mod db;
 pub mod lifecycle;
 pub mod network;
+pub mod pod;
 pub mod spec;
 
 use std::fs::{File, OpenOptions};

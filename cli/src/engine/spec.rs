@@ -157,6 +157,8 @@ mod tests {
             tmpfs: vec![],
             dns: vec![],
             mac: None,
+            pod: None,
+            interfaces: Default::default(),
         };
         let s =
             build(&cfg, Path::new("/r"), Some(Path::new("/run/x")), Path::new("/f")).unwrap_or_else(|e| panic!("{e}"));
