@@ -288,80 +288,48 @@ pub fn run(cli: &Cli, a: &RunArgs) -> anyhow::Result<()> {
 /// Runs `rpod start`.
 pub fn start(cli: &Cli, a: &NamesArgs) -> anyhow::Result<()> {
     let e = engine(cli)?;
-    let mut last = None;
-    for n in &a.containers {
-        let r = (|| -> anyhow::Result<()> {
-            let c = e.db.lookup(n)?;
-            // Two concurrent starts of one container: the second sees it running.
-            let _lock = e.lock()?;
-            let c = e.db.get(&c.id)?.ok_or_else(|| anyhow::anyhow!("container {} was removed", c.id))?;
-            if c.state != State::Running {
-                lifecycle::start_detached(&e, &c, &e.root)?;
-            }
-            print(&format!("{n}\n"))
-        })();
-        if let Err(err) = r {
-            if let Some(prev) = last.replace(err) {
-                eprintln!("Error: {prev:#}");
-            }
+    super::each(&a.containers, |n| {
+        let c = e.db.lookup(n)?;
+        // Two concurrent starts of one container: the second sees it running.
+        let _lock = e.lock()?;
+        let c = e.db.get(&c.id)?.ok_or_else(|| anyhow::anyhow!("container {} was removed", c.id))?;
+        if c.state != State::Running {
+            lifecycle::start_detached(&e, &c, &e.root)?;
         }
-    }
-    last.map_or(Ok(()), Err)
+        print(&format!("{n}\n"))
+    })
 }
 
 /// Runs `rpod stop`.
 pub fn stop(cli: &Cli, a: &StopArgs) -> anyhow::Result<()> {
     let e = engine(cli)?;
-    let mut last = None;
-    for n in &a.containers {
-        let r = e.db.lookup(n).and_then(|c| lifecycle::stop(&e, &c, a.time)).and_then(|()| print(&format!("{n}\n")));
-        if let Err(err) = r {
-            if let Some(prev) = last.replace(err) {
-                eprintln!("Error: {prev:#}");
-            }
-        }
-    }
-    last.map_or(Ok(()), Err)
+    super::each(&a.containers, |n| {
+        e.db.lookup(n).and_then(|c| lifecycle::stop(&e, &c, a.time)).and_then(|()| print(&format!("{n}\n")))
+    })
 }
 
 /// Runs `rpod kill`.
 pub fn kill(cli: &Cli, a: &KillArgs) -> anyhow::Result<()> {
     let e = engine(cli)?;
     let sig = lifecycle::parse_signal(&a.signal)?;
-    let mut last = None;
-    for n in &a.containers {
-        let r = e.db.lookup(n).and_then(|c| lifecycle::kill(&e, &c, &sig)).and_then(|()| print(&format!("{n}\n")));
-        if let Err(err) = r {
-            if let Some(prev) = last.replace(err) {
-                eprintln!("Error: {prev:#}");
-            }
-        }
-    }
-    last.map_or(Ok(()), Err)
+    super::each(&a.containers, |n| {
+        e.db.lookup(n).and_then(|c| lifecycle::kill(&e, &c, &sig)).and_then(|()| print(&format!("{n}\n")))
+    })
 }
 
 /// Runs `rpod restart`.
 pub fn restart(cli: &Cli, a: &StopArgs) -> anyhow::Result<()> {
     let e = engine(cli)?;
-    let mut last = None;
-    for n in &a.containers {
-        let r = (|| -> anyhow::Result<()> {
-            let c = e.db.lookup(n)?;
-            lifecycle::stop(&e, &c, a.time)?;
-            let _lock = e.lock()?;
-            let c = e.db.get(&c.id)?.ok_or_else(|| anyhow::anyhow!("container {} was removed", c.id))?;
-            if c.state != State::Running {
-                lifecycle::start_detached(&e, &c, &e.root)?;
-            }
-            print(&format!("{n}\n"))
-        })();
-        if let Err(err) = r {
-            if let Some(prev) = last.replace(err) {
-                eprintln!("Error: {prev:#}");
-            }
+    super::each(&a.containers, |n| {
+        let c = e.db.lookup(n)?;
+        lifecycle::stop(&e, &c, a.time)?;
+        let _lock = e.lock()?;
+        let c = e.db.get(&c.id)?.ok_or_else(|| anyhow::anyhow!("container {} was removed", c.id))?;
+        if c.state != State::Running {
+            lifecycle::start_detached(&e, &c, &e.root)?;
         }
-    }
-    last.map_or(Ok(()), Err)
+        print(&format!("{n}\n"))
+    })
 }
 
 /// Runs `rpod exec`: the runtime's `exec`; exits with the command's code.
@@ -390,35 +358,26 @@ pub fn rm(cli: &Cli, a: &RmArgs) -> anyhow::Result<()> {
     let e = engine(cli)?;
     let names: Vec<String> =
         if a.all { e.db.containers()?.into_iter().map(|c| c.id).collect() } else { a.containers.clone() };
-    let mut last = None;
-    for n in &names {
-        let r = (|| -> anyhow::Result<()> {
-            let c = match e.db.lookup(n) {
-                Ok(c) => c,
-                Err(_) if a.ignore => return Ok(()),
-                Err(err) => return Err(err),
-            };
-            if c.state == State::Running {
-                if !a.force {
-                    anyhow::bail!(
-                        "cannot remove container {} as it is running - running or paused containers cannot be removed without force: container state improper",
-                        c.id
-                    );
-                }
-                lifecycle::stop(&e, &c, a.time)?;
+    super::each(&names, |n| {
+        let c = match e.db.lookup(n) {
+            Ok(c) => c,
+            Err(_) if a.ignore => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        if c.state == State::Running {
+            if !a.force {
+                anyhow::bail!(
+                    "cannot remove container {} as it is running - running or paused containers cannot be removed without force: container state improper",
+                    c.id
+                );
             }
-            if let Some(c) = e.db.get(&c.id)? {
-                lifecycle::remove_stopped(&e, &c)?;
-            }
-            print(&format!("{}\n", c.id))
-        })();
-        if let Err(err) = r {
-            if let Some(prev) = last.replace(err) {
-                eprintln!("Error: {prev:#}");
-            }
+            lifecycle::stop(&e, &c, a.time)?;
         }
-    }
-    last.map_or(Ok(()), Err)
+        if let Some(c) = e.db.get(&c.id)? {
+            lifecycle::remove_stopped(&e, &c)?;
+        }
+        print(&format!("{}\n", c.id))
+    })
 }
 
 fn status_text(c: &Container) -> String {

@@ -116,3 +116,16 @@ pub fn resolve(store: &Store, reference: &str) -> anyhow::Result<(ImageRecord, S
         )),
     }
 }
+
+/// Runs each name through `f`, reporting all errors but the last, which is returned.
+pub(crate) fn each(names: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let mut last = None;
+    for n in names {
+        if let Err(err) = f(n) {
+            if let Some(prev) = last.replace(err) {
+                eprintln!("Error: {prev:#}");
+            }
+        }
+    }
+    last.map_or(Ok(()), Err)
+}

@@ -159,19 +159,6 @@ fn inspect_json(e: &Engine, p: &Pod) -> anyhow::Result<Value> {
     }))
 }
 
-/// Runs each name through `f`, reporting all errors but the last, which is returned.
-fn each(names: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let mut last = None;
-    for n in names {
-        if let Err(err) = f(n) {
-            if let Some(prev) = last.replace(err) {
-                eprintln!("Error: {prev:#}");
-            }
-        }
-    }
-    last.map_or(Ok(()), Err)
-}
-
 /// Runs `rpod pod ...`.
 pub fn run(cli: &Cli, c: &PodCommand) -> anyhow::Result<()> {
     let e = Engine::open(cli)?;
@@ -249,7 +236,7 @@ pub fn run(cli: &Cli, c: &PodCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        PodCommand::Start(a) => each(&a.pods, |n| {
+        PodCommand::Start(a) => super::each(&a.pods, |n| {
             let p = e.db.pod_lookup(n)?;
             pod::up(&e, &p.id)?;
             let _lock = e.lock()?;
@@ -260,12 +247,12 @@ pub fn run(cli: &Cli, c: &PodCommand) -> anyhow::Result<()> {
             }
             print(&format!("{}\n", p.id))
         }),
-        PodCommand::Stop(a) => each(&a.pods, |n| {
+        PodCommand::Stop(a) => super::each(&a.pods, |n| {
             let p = e.db.pod_lookup(n)?;
             pod::stop(&e, &p, a.time)?;
             print(&format!("{}\n", p.id))
         }),
-        PodCommand::Rm(a) => each(&a.pods, |n| {
+        PodCommand::Rm(a) => super::each(&a.pods, |n| {
             let p = e.db.pod_lookup(n)?;
             pod::remove(&e, &p, a.force, a.time)?;
             print(&format!("{}\n", p.id))
