@@ -34,7 +34,7 @@ need_root
 packages=(
     build-essential gcc pkg-config libzstd-dev ca-certificates curl jq
     iproute2 nftables iptables procps util-linux
-    netavark aardvark-dns podman runc conmon slirp4netns fuse-overlayfs catatonit
+    netavark aardvark-dns podman runc crun conmon slirp4netns fuse-overlayfs catatonit
     busybox-static dnsmasq-base uidmap fuse3
     docker-registry skopeo apache2-utils openssl
 )
