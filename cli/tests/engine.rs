@@ -61,9 +61,13 @@ fn image_archive(busybox: &Path) -> Vec<u8> {
     }
     let bin = std::fs::read(busybox).unwrap();
     l.append_data(&mut header(tar::EntryType::Regular, bin.len() as u64, 0o755), "bin/busybox", &bin[..]).unwrap();
-    for a in ["sh", "httpd", "wget", "cat", "sleep", "nslookup", "echo", "true", "ls", "hostname"] {
+    for a in ["sh", "httpd", "wget", "cat", "sleep", "nslookup", "echo", "true", "ls", "hostname", "id", "tty"] {
         l.append_link(&mut header(tar::EntryType::Symlink, 0, 0o777), format!("bin/{a}"), "busybox").unwrap();
     }
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1001::/tmp:/bin/sh\n";
+    l.append_data(&mut header(tar::EntryType::Regular, passwd.len() as u64, 0o644), "etc/passwd", &passwd[..]).unwrap();
+    let group = b"root:x:0:\nbobs:x:1001:\nwheel:x:10:bob\n";
+    l.append_data(&mut header(tar::EntryType::Regular, group.len() as u64, 0o644), "etc/group", &group[..]).unwrap();
     let page = b"hello-from-rpod\n";
     l.append_data(&mut header(tar::EntryType::Regular, page.len() as u64, 0o644), "www/index.html", &page[..]).unwrap();
     let layer = l.into_inner().unwrap();
@@ -914,4 +918,110 @@ fn info_and_system_reset() {
     assert_eq!(w.ok(&["images", "-q"]), "");
     w.assert_clean();
     assert!(std::fs::read_dir(w.root().join("containers-run")).map(|d| d.count()).unwrap_or(0) == 0);
+}
+
+#[test]
+fn run_user_and_stdin() {
+    if skip_unless_root("run_user_and_stdin") {
+        return;
+    }
+    let w = World::new();
+    assert_eq!(w.ok(&["run", "--rm", "-u", "1234:5678", IMG, "sh", "-c", "echo $(id -u) $(id -g)"]), "1234 5678\n");
+    assert_eq!(
+        w.ok(&["run", "--rm", "-u", "bob", IMG, "sh", "-c", "echo $(id -u) $(id -g) $(id -G)"]),
+        "1000 1001 1001 10\n"
+    );
+    assert_eq!(w.ok(&["run", "--rm", "--user", "bob:wheel", IMG, "id", "-g"]), "10\n");
+    assert_eq!(w.ok(&["run", "--rm", "-u", "0", IMG, "id", "-u"]), "0\n");
+    let e = w.fails(&["run", "--rm", "-u", "nobody", IMG, "true"], 125);
+    assert!(e.contains("unable to find user nobody"), "{e}");
+    assert!(w.ps_all().is_empty());
+    // -i: the container's stdin is rpod's.
+    let root = w.root();
+    let o =
+        w.sh(&format!("echo hello | {} --root {} run --rm -i {IMG} cat", env!("CARGO_BIN_EXE_rpod"), root.display()));
+    assert_eq!((o.code, o.stdout.as_str()), (0, "hello\n"), "{o:?}");
+    // Without -i the container reads nothing.
+    let o = w.sh(&format!("echo hello | {} --root {} run --rm {IMG} cat", env!("CARGO_BIN_EXE_rpod"), root.display()));
+    assert_eq!((o.code, o.stdout.as_str()), (0, ""), "{o:?}");
+    w.assert_clean();
+}
+
+#[test]
+fn run_tty() {
+    if skip_unless_root("run_tty") {
+        return;
+    }
+    let w = World::new();
+    // -t without a terminal on our side: the container still gets one.
+    let o = w.rpod(&["run", "--rm", "-t", IMG, "sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo both; exit 4"]);
+    assert_eq!(o.code, 4, "{o:?}");
+    assert_eq!(o.stdout.replace('\r', ""), "/dev/pts/0\nboth\n", "{o:?}");
+    // -it with piped input: the input reaches the terminal and ^D ends it.
+    let root = w.root();
+    let rpod = env!("CARGO_BIN_EXE_rpod");
+    let o = w.sh(&format!("echo hello | {rpod} --root {} run --rm -i -t {IMG} cat", root.display()));
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.replace('\r', "").starts_with("hello\n"), "{o:?}");
+    // Under a real terminal (script's pty), rpod's stdin is a terminal: raw mode, restored.
+    let script = ["/usr/bin/script", "/bin/script"].iter().find(|p| Path::new(p).is_file());
+    if let Some(script) = script {
+        let cmd = format!(
+            "a=$(stty -g); {rpod} --root {} run --rm -it {IMG} sh -c 'tty; [ -t 0 ] && echo in-tty'; b=$(stty -g); \
+             [ \"$a\" = \"$b\" ] && echo restored",
+            root.display()
+        );
+        let o = w.exec(script, &["-qec", &cmd, "/dev/null"]);
+        assert_eq!(o.code, 0, "{o:?}");
+        assert!(o.stdout.contains("in-tty") && o.stdout.contains("restored"), "{o:?}");
+        assert!(o.stdout.contains("/dev/pts/0"), "{o:?}");
+    } else {
+        eprintln!("run_tty: `script` is not installed, skipping the terminal case");
+    }
+    // Detached with -t: the output goes to the log.
+    let id = w.ok(&["run", "-d", "-t", IMG, "sh", "-c", "tty"]);
+    let id = id.trim();
+    w.ok(&["wait", id]);
+    let logs = w.ok(&["logs", id]);
+    assert!(logs.contains("/dev/pts/0"), "{logs:?}");
+    w.ok(&["rm", id]);
+    assert!(w.ps_all().is_empty());
+    w.assert_clean();
+}
+
+#[test]
+fn runtime_choice() {
+    if skip_unless_root("runtime_choice") {
+        return;
+    }
+    let crun =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join("crun").is_file())).unwrap_or(false);
+    if !crun {
+        assert!(std::env::var("RPOD_REQUIRE_ROOT").as_deref() != Ok("1"), "runtime_choice: `crun` is missing");
+        eprintln!("SKIPPED runtime_choice: `crun` is not installed");
+        return;
+    }
+    let w = World::new();
+    let o = w.rpod(&["--runtime", "crun", "run", "--rm", IMG, "echo", "hi"]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "hi\n"), "{o:?}");
+    assert_eq!(w.rpod(&["--runtime", "crun", "run", "--rm", IMG, "sh", "-c", "exit 5"]).code, 5);
+    w.fails(&["--runtime", "crun", "run", "--rm", IMG, "/no/such/command"], 127);
+    let o = w.rpod(&["--runtime", "crun", "run", "--rm", "-t", "-u", "bob", IMG, "sh", "-c", "tty; id -u"]);
+    assert_eq!((o.code, o.stdout.replace('\r', "").as_str()), (0, "/dev/pts/0\n1000\n"), "{o:?}");
+    // The configuration file chooses; the flag overrides it.
+    std::fs::write(w.root().join("rpod.conf"), "# rpod\n[engine]\nruntime = \"crun\"\n").unwrap();
+    w.ok(&["create", "--name", "c1", IMG, "sleep", "100"]);
+    w.ok(&["--runtime", "runc", "create", "--name", "r1", IMG, "sleep", "100"]);
+    let rt = |n: &str| w.ok(&["inspect", "--format", "{{.OCIRuntime}}", n]).trim().to_owned();
+    assert_eq!((rt("c1"), rt("r1")), ("crun".to_owned(), "runc".to_owned()));
+    // A container keeps its runtime: start, exec, stop and rm work with either default.
+    w.ok(&["start", "c1", "r1"]);
+    assert_eq!(w.ok(&["--runtime", "runc", "exec", "c1", "echo", "in-crun"]), "in-crun\n");
+    assert_eq!(w.ok(&["exec", "r1", "echo", "in-runc"]), "in-runc\n");
+    w.ok(&["--runtime", "runc", "stop", "-t", "0", "c1"]);
+    w.ok(&["rm", "-f", "-t", "0", "c1", "r1"]);
+    // A bad runtime: a clear error, nothing left.
+    w.fails(&["--runtime", "/no/such/runtime", "run", "--rm", IMG, "true"], 125);
+    assert!(w.ps_all().is_empty());
+    w.assert_clean();
 }

@@ -63,6 +63,15 @@ pub struct CreateArgs {
     /// Run container in an existing pod
     #[arg(long)]
     pub pod: Option<String>,
+    /// Sets the username or UID used and optionally the groupname or GID for the specified command
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Keep STDIN open even if not attached
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY for container
+    #[arg(short, long)]
+    pub tty: bool,
     /// Image
     #[arg(value_name = "IMAGE")]
     pub image: String,
@@ -92,6 +101,9 @@ impl CreateArgs {
             ip: self.ip.clone(),
             mac: self.mac_address.clone(),
             pod: self.pod.clone(),
+            user: self.user.clone(),
+            interactive: self.interactive,
+            tty: self.tty,
         }
     }
 }
@@ -604,7 +616,7 @@ fn inspect_json(e: &Engine, c: &Container) -> Value {
         "Name": c.name,
         "RestartCount": 0,
         "Driver": "overlay",
-        "OCIRuntime": e.runtime,
+        "OCIRuntime": e.runtime_of(c),
         "Config": {
             "Hostname": c.config.hostname,
             "Env": c.config.env,

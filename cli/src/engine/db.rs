@@ -70,6 +70,18 @@ pub struct ContainerConfig {
     /// Interface names by network (`eth{index}` when absent).
     #[serde(default)]
     pub interfaces: BTreeMap<String, String>,
+    /// `-u USER[:GROUP]` (resolved against the image's `/etc/passwd` at start).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `-i`: the container's stdin is the caller's (foreground runs).
+    #[serde(default)]
+    pub interactive: bool,
+    /// `-t`: the process gets a terminal.
+    #[serde(default)]
+    pub tty: bool,
+    /// The OCI runtime the container was created with (the engine's when absent).
+    #[serde(default)]
+    pub runtime: Option<String>,
 }
 
 /// What a pod was created with.
@@ -237,6 +249,10 @@ fn row_to_container(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Container, Strin
                 mac: None,
                 pod: None,
                 interfaces: BTreeMap::new(),
+                user: None,
+                interactive: false,
+                tty: false,
+                runtime: None,
             },
             pid: r.get(5)?,
             monitor_pid: r.get(6)?,

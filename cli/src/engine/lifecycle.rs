@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,6 +62,12 @@ pub struct CreateRequest {
     pub mac: Option<String>,
     /// `--pod`.
     pub pod: Option<String>,
+    /// `-u USER[:GROUP]`.
+    pub user: Option<String>,
+    /// `-i`.
+    pub interactive: bool,
+    /// `-t`.
+    pub tty: bool,
 }
 
 /// Parses `-v HOST:CTR[:OPTIONS]` (a bind mount of an existing absolute host path).
@@ -379,6 +386,10 @@ pub fn create(engine: &Engine, req: &CreateRequest) -> anyhow::Result<String> {
             mac: req.mac.clone(),
             pod: pod.as_ref().map(|p| p.id.clone()),
             interfaces: BTreeMap::new(),
+            user: req.user.clone(),
+            interactive: req.interactive,
+            tty: req.tty,
+            runtime: Some(engine.runtime.clone()),
         };
         engine.db.insert(&id, &name, crate::format::now(), &cfg)?;
         for (n, ip) in &ips {
@@ -669,8 +680,12 @@ pub fn disconnect(engine: &Engine, net: &str, name: &str) -> anyhow::Result<()> 
 /// Undoes `prepare` after the container stopped: the runtime's state, `netd teardown`, the
 /// network namespace and the rootfs mount. Safe to call more than once.
 pub fn cleanup(engine: &Engine, c: &Container) {
-    let _ =
-        engine.runtime_cmd().args(["delete", "--force", &c.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let _ = engine
+        .runtime_cmd_for(c)
+        .args(["delete", "--force", &c.id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     let netns = Engine::netns_path(&c.id);
     if netns.exists() {
         match network_options(engine, c) {
@@ -727,7 +742,11 @@ fn runtime_error_in(log: &Path) -> Option<String> {
 
 /// The exit code for a runtime failure, as podman maps them.
 pub fn runtime_error_code(msg: &str) -> i32 {
-    if msg.contains("executable file not found") || msg.contains("no such file or directory") {
+    let msg = msg.to_lowercase();
+    if msg.contains("executable file not found")
+        || msg.contains("no such file or directory")
+        || (msg.contains("executable file") && msg.contains("not found"))
+    {
         EXIT_NOT_FOUND
     } else if msg.contains("permission denied") {
         EXIT_CANNOT_INVOKE
@@ -736,17 +755,25 @@ pub fn runtime_error_code(msg: &str) -> i32 {
     }
 }
 
-/// Creates and starts the container with the runtime; returns its PID. On error the
-/// runtime's state is removed and the error carries podman's exit code.
-pub fn launch(engine: &Engine, c: &Container, out: &Output) -> anyhow::Result<i64> {
+/// Creates and starts the container with the runtime; returns its PID (and the terminal's
+/// master with `-t`). On error the runtime's state is removed and the error carries
+/// podman's exit code.
+pub fn launch(engine: &Engine, c: &Container, out: &Output) -> anyhow::Result<(i64, Option<OwnedFd>)> {
     let dir = engine.run_dir(&c.id);
     let _ = std::fs::remove_file(dir.join("runc.log"));
     let _ = std::fs::remove_file(dir.join("pidfile"));
     let _ = std::fs::remove_file(dir.join("exit"));
-    let mut cmd = engine.runtime_cmd();
+    let mut cmd = engine.runtime_cmd_for(c);
     cmd.arg("--log").arg(dir.join("runc.log")).args(["--log-format", "json", "create", "--bundle"]);
-    cmd.arg(&dir).arg("--pid-file").arg(dir.join("pidfile")).arg(&c.id);
-    cmd.stdin(Stdio::null());
+    cmd.arg(&dir).arg("--pid-file").arg(dir.join("pidfile"));
+    let console = if c.config.tty { Some(super::tty::ConsoleSocket::new()?) } else { None };
+    if let Some(cs) = &console {
+        cmd.arg("--console-socket").arg(&cs.path);
+    }
+    // Options before the ID: crun takes none after it.
+    cmd.arg(&c.id);
+    let interactive = matches!(out, Output::Inherit) && c.config.interactive && console.is_none();
+    cmd.stdin(if interactive { Stdio::inherit() } else { Stdio::null() });
     match out {
         Output::Log => {
             let log =
@@ -757,29 +784,37 @@ pub fn launch(engine: &Engine, c: &Container, out: &Output) -> anyhow::Result<i6
             cmd.stderr(Stdio::inherit()).stdout(Stdio::inherit());
         }
     }
-    let st = cmd.status().with_context(|| format!("running {}", engine.runtime))?;
+    let st = cmd.status().with_context(|| format!("running {}", engine.runtime_of(c)))?;
     if !st.success() {
-        let _ = engine.runtime_cmd().args(["delete", "--force", &c.id]).stderr(Stdio::null()).status();
-        let msg = runtime_error(&dir).unwrap_or_else(|| format!("{} create failed ({st})", engine.runtime));
+        let _ = engine.runtime_cmd_for(c).args(["delete", "--force", &c.id]).stderr(Stdio::null()).status();
+        let msg = runtime_error(&dir).unwrap_or_else(|| format!("{} create failed ({st})", engine.runtime_of(c)));
         return Err(exit_with(runtime_error_code(&msg), msg));
     }
+    let master = match console.as_ref().map(super::tty::ConsoleSocket::receive).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = engine.runtime_cmd_for(c).args(["delete", "--force", &c.id]).stderr(Stdio::null()).status();
+            return Err(e);
+        }
+    };
+    drop(console);
     let pid: i64 = std::fs::read_to_string(dir.join("pidfile"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| anyhow::anyhow!("the runtime wrote no pid file"))?;
     let st = engine
-        .runtime_cmd()
+        .runtime_cmd_for(c)
         .arg("--log")
         .arg(dir.join("runc.log"))
         .args(["--log-format", "json", "start", &c.id])
         .stdout(Stdio::null())
         .status()?;
     if !st.success() {
-        let _ = engine.runtime_cmd().args(["delete", "--force", &c.id]).stderr(Stdio::null()).status();
-        let msg = runtime_error(&dir).unwrap_or_else(|| format!("{} start failed ({st})", engine.runtime));
+        let _ = engine.runtime_cmd_for(c).args(["delete", "--force", &c.id]).stderr(Stdio::null()).status();
+        let msg = runtime_error(&dir).unwrap_or_else(|| format!("{} start failed ({st})", engine.runtime_of(c)));
         return Err(exit_with(runtime_error_code(&msg), msg));
     }
-    Ok(pid)
+    Ok((pid, master))
 }
 
 /// The last SIGINT/SIGTERM/SIGHUP received while a foreground container runs (0: none).
@@ -832,8 +867,8 @@ pub fn supervise(
     started: impl FnOnce(anyhow::Result<i64>),
 ) -> anyhow::Result<i32> {
     nix::sys::prctl::set_child_subreaper(true).context("prctl(PR_SET_CHILD_SUBREAPER)")?;
-    let pid = match launch(engine, c, &out) {
-        Ok(pid) => pid,
+    let (pid, master) = match launch(engine, c, &out) {
+        Ok(x) => x,
         Err(e) => {
             let msg = format!("{e:#}");
             let code = e.downcast_ref::<crate::Exit>().map(|x| x.code).unwrap_or(EXIT_ERROR);
@@ -843,8 +878,39 @@ pub fn supervise(
         }
     };
     engine.db.set_running(&c.id, pid, i64::from(std::process::id()), crate::format::now())?;
+    let mut raw = None;
+    let relay = master.and_then(|m| {
+        let r = (|| -> anyhow::Result<super::tty::Relay> {
+            let sink: Box<dyn Write + Send> = match out {
+                Output::Inherit => {
+                    if c.config.interactive {
+                        super::tty::copy_winsize(0, &m);
+                        raw = super::tty::RawMode::enter(0);
+                    } else {
+                        super::tty::copy_winsize(1, &m);
+                    }
+                    Box::new(std::io::stdout())
+                }
+                Output::Log => Box::new(
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(engine.run_dir(&c.id).join("ctr.log"))
+                        .context("opening the log")?,
+                ),
+            };
+            let forward_stdin = matches!(out, Output::Inherit) && c.config.interactive;
+            super::tty::Relay::start(m, sink, forward_stdin)
+        })();
+        // The container runs: without a relay it still runs to its end, unseen.
+        r.map_err(|e| tracing::warn!(container = %c.id, error = %format!("{e:#}"), "no terminal relay")).ok()
+    });
     started(Ok(pid));
     let code = wait_pid(pid);
+    if let Some(r) = relay {
+        r.finish();
+    }
+    drop(raw);
     let _ = std::fs::write(engine.run_dir(&c.id).join("exit"), format!("{code}\n"));
     finish_exit(engine, &c.id, i64::from(code), crate::format::now());
     Ok(code)
@@ -935,7 +1001,7 @@ pub fn stop(engine: &Engine, c: &Container, timeout: u64) -> anyhow::Result<()> 
         return Ok(());
     }
     let kill = |sig: &str| {
-        let _ = engine.runtime_cmd().args(["kill", &c.id, sig]).stderr(Stdio::null()).status();
+        let _ = engine.runtime_cmd_for(c).args(["kill", &c.id, sig]).stderr(Stdio::null()).status();
     };
     let exited = |d: Duration| -> anyhow::Result<bool> {
         let end = Instant::now() + d;
@@ -994,7 +1060,7 @@ pub fn kill(engine: &Engine, c: &Container, sig: &str) -> anyhow::Result<()> {
             c.state.as_str()
         );
     }
-    let out = engine.runtime_cmd().args(["kill", &c.id, sig]).stdout(Stdio::null()).output()?;
+    let out = engine.runtime_cmd_for(c).args(["kill", &c.id, sig]).stdout(Stdio::null()).output()?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         anyhow::bail!("sending signal {sig} to container {}: {}", c.id, err.trim());
@@ -1023,7 +1089,7 @@ pub fn exec(engine: &Engine, c: &Container, req: &ExecRequest) -> anyhow::Result
         anyhow::bail!("can only create exec sessions on running containers: container state improper");
     }
     let log = engine.run_dir(&c.id).join(format!("exec-{}.log", &super::random_id()[..12]));
-    let mut cmd = engine.runtime_cmd();
+    let mut cmd = engine.runtime_cmd_for(c);
     cmd.arg("--log").arg(&log).args(["--log-format", "json", "exec"]);
     for e in &req.env {
         if e.contains('=') {
@@ -1040,7 +1106,7 @@ pub fn exec(engine: &Engine, c: &Container, req: &ExecRequest) -> anyhow::Result
     }
     cmd.arg(&c.id).args(&req.command);
     cmd.stdin(if req.interactive { Stdio::inherit() } else { Stdio::null() });
-    let st = cmd.status().with_context(|| format!("running {}", engine.runtime));
+    let st = cmd.status().with_context(|| format!("running {}", engine.runtime_of(c)));
     let err = runtime_error_in(&log);
     let _ = std::fs::remove_file(&log);
     let st = st?;
@@ -1083,6 +1149,8 @@ mod tests {
     fn exit_codes() {
         assert_eq!(runtime_error_code("exec: \"nope\": executable file not found in $PATH"), 127);
         assert_eq!(runtime_error_code("exec /x: permission denied"), 126);
+        assert_eq!(runtime_error_code("executable file `/x` not found in $PATH: No such file or directory"), 127);
+        assert_eq!(runtime_error_code("open executable: Permission denied"), 126);
         assert_eq!(runtime_error_code("something else"), 125);
     }
 }

@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod network;
 pub mod pod;
 pub mod spec;
+pub mod tty;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -59,7 +60,13 @@ impl Engine {
         let store = cli.store()?;
         let root = store.root().to_path_buf();
         let db = db::Db::open(&root.join("rpod.db"))?;
-        let runtime = cli.runtime.clone().unwrap_or_else(|| "runc".to_owned());
+        let runtime = match &cli.runtime {
+            Some(r) => r.clone(),
+            None => configured_runtime(&root)?.unwrap_or_else(|| "runc".to_owned()),
+        };
+        if runtime.is_empty() {
+            anyhow::bail!("the OCI runtime name is empty: invalid argument");
+        }
         Ok(Engine { store, db, root, runtime })
     }
 
@@ -162,12 +169,102 @@ impl Engine {
         serde_json::from_str(&out).with_context(|| format!("parsing netd's status {out:?}"))
     }
 
-    /// A runtime command (`runc --root ... ARGS`).
+    /// A runtime command (`runc --root ... ARGS`) with the engine's runtime.
     pub fn runtime_cmd(&self) -> Command {
-        let mut c = Command::new(&self.runtime);
-        c.arg("--root").arg(RUNTIME_ROOT);
-        c
+        runtime_cmd(&self.runtime)
     }
+
+    /// The runtime a container was created with (the engine's for older records).
+    pub fn runtime_of<'a>(&'a self, c: &'a db::Container) -> &'a str {
+        c.config.runtime.as_deref().unwrap_or(&self.runtime)
+    }
+
+    /// A runtime command for a container (with the runtime it was created with).
+    pub fn runtime_cmd_for(&self, c: &db::Container) -> Command {
+        runtime_cmd(self.runtime_of(c))
+    }
+}
+
+/// The runtime named by the configuration file: `<root>/rpod.conf`, else
+/// `/etc/rpod/rpod.conf` (`runtime = "runc"|"crun"|PATH`; `#` comments and `[section]`
+/// headers are ignored, so podman's `[engine] runtime = ...` reads too).
+pub fn configured_runtime(root: &Path) -> anyhow::Result<Option<String>> {
+    for path in [root.join("rpod.conf"), PathBuf::from("/etc/rpod/rpod.conf")] {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        return parse_conf(&text, "runtime").with_context(|| format!("parsing {}", path.display()));
+    }
+    Ok(None)
+}
+
+/// The value of `key` in a `key = "value"` file (the last one wins).
+fn parse_conf(text: &str, key: &str) -> anyhow::Result<Option<String>> {
+    let mut found = None;
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with('[') {
+            continue;
+        }
+        let (k, v) = l.split_once('=').ok_or_else(|| anyhow::anyhow!("line {}: expected key = \"value\"", n + 1))?;
+        if k.trim() != key {
+            continue;
+        }
+        let v = v.trim();
+        let v = match v.strip_prefix('"').and_then(|x| x.split_once('"')) {
+            Some((inner, rest)) if rest.trim().is_empty() || rest.trim().starts_with('#') => inner,
+            Some(_) => anyhow::bail!("line {}: unexpected text after the value", n + 1),
+            None if v.starts_with('"') => anyhow::bail!("line {}: unterminated string", n + 1),
+            None => v.split('#').next().unwrap_or("").trim(),
+        };
+        found = Some(v.to_owned());
+    }
+    Ok(found)
+}
+
+/// Whether cgroups are hybrid: v1 controllers with the v2 hierarchy on
+/// `/sys/fs/cgroup/unified` (crun refuses to run there).
+pub fn hybrid_cgroups() -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut root_is_v2 = false;
+    let mut unified = false;
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 3 {
+            continue;
+        }
+        match (f[1], f[2]) {
+            ("/sys/fs/cgroup", t) => root_is_v2 = t == "cgroup2",
+            ("/sys/fs/cgroup/unified", "cgroup2") => unified = true,
+            _ => {}
+        }
+    }
+    unified && !root_is_v2
+}
+
+/// A command running `runtime --root RUNTIME_ROOT`. crun on hybrid cgroups runs in a
+/// private mount namespace where a plain cgroup2 filesystem is mounted on `/sys/fs/cgroup`.
+pub fn runtime_cmd(runtime: &str) -> Command {
+    let is_crun = Path::new(runtime).file_name().is_some_and(|n| n == "crun");
+    let mut c = if is_crun && hybrid_cgroups() {
+        let mut c = Command::new("unshare");
+        c.args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t cgroup2 none /sys/fs/cgroup && exec \"$0\" \"$@\"",
+            runtime,
+        ]);
+        c
+    } else {
+        Command::new(runtime)
+    };
+    c.arg("--root").arg(RUNTIME_ROOT);
+    c
 }
 
 /// Creates a network namespace mounted at `path` (with `lo` up when `lo_up`).
@@ -222,5 +319,21 @@ pub fn alive(pid: i64) -> bool {
             stat.rsplit_once(')').is_some_and(|(_, rest)| !matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf() {
+        let p = |t: &str| parse_conf(t, "runtime").map_err(|e| e.to_string());
+        assert_eq!(p("runtime = \"crun\"\n"), Ok(Some("crun".to_owned())));
+        assert_eq!(p("# c\n[engine]\nruntime=\"/usr/bin/runc\" # x\n"), Ok(Some("/usr/bin/runc".to_owned())));
+        assert_eq!(p("runtime = crun\n"), Ok(Some("crun".to_owned())));
+        assert_eq!(p("other = \"x\"\n"), Ok(None));
+        assert!(p("runtime = \"crun\n").is_err());
+        assert!(p("garbage\n").is_err());
     }
 }

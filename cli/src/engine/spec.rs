@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use super::db::ContainerConfig;
@@ -51,6 +51,68 @@ fn bind(dest: &str, source: &Path) -> anyhow::Result<Mount> {
         .build()?)
 }
 
+/// Looks a name up in a passwd- or group-format file: the entry's fields.
+fn lookup_entry(path: &Path, name: &str) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>()).find(|f| f.len() >= 3 && f[0] == name)
+}
+
+/// Resolves `USER[:GROUP]` (names or numbers) against the image's `/etc/passwd` and
+/// `/etc/group`: the UID, GID and supplementary GIDs.
+pub fn resolve_user(rootfs: &Path, spec: &str) -> anyhow::Result<(u32, u32, Vec<u32>)> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user.is_empty() || group == Some("") {
+        anyhow::bail!("invalid user {spec:?}: invalid argument");
+    }
+    let passwd = rootfs.join("etc/passwd");
+    let group_file = rootfs.join("etc/group");
+    let (uid, name, passwd_gid) = match user.parse::<u32>() {
+        Ok(uid) => {
+            // A numeric user may still have an entry, giving its primary group.
+            let text = std::fs::read_to_string(&passwd).unwrap_or_default();
+            let entry = text
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid));
+            (uid, entry.as_ref().map(|f| f[0].to_owned()), entry.and_then(|f| f[3].parse::<u32>().ok()))
+        }
+        Err(_) => {
+            let f = lookup_entry(&passwd, user)
+                .filter(|f| f.len() >= 4)
+                .ok_or_else(|| anyhow::anyhow!("unable to find user {user}: no matching entries in passwd file"))?;
+            let uid = f[2].parse::<u32>().map_err(|_| anyhow::anyhow!("bad passwd entry for user {user}"))?;
+            (uid, Some(user.to_owned()), f[3].parse::<u32>().ok())
+        }
+    };
+    let gid = match group {
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup_entry(&group_file, g)
+                .and_then(|f| f[2].parse::<u32>().ok())
+                .ok_or_else(|| anyhow::anyhow!("unable to find group {g}: no matching entries in group file"))?,
+        },
+        None => passwd_gid.unwrap_or(0),
+    };
+    let mut extra = Vec::new();
+    if let (Some(n), None) = (&name, group) {
+        let text = std::fs::read_to_string(&group_file).unwrap_or_default();
+        for l in text.lines() {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() >= 4 && f[3].split(',').any(|m| m == n) {
+                if let Ok(g) = f[2].parse::<u32>() {
+                    if g != gid && !extra.contains(&g) {
+                        extra.push(g);
+                    }
+                }
+            }
+        }
+    }
+    Ok((uid, gid, extra))
+}
+
 /// Builds the spec for a container.
 ///
 /// `netns` is the network namespace to join (`None`: the host's); `files` holds the
@@ -58,8 +120,13 @@ fn bind(dest: &str, source: &Path) -> anyhow::Result<Mount> {
 pub fn build(cfg: &ContainerConfig, rootfs: &Path, netns: Option<&Path>, files: &Path) -> anyhow::Result<Spec> {
     let caps = default_caps();
     let hard = nofile_hard();
+    let (uid, gid, extra) = match &cfg.user {
+        Some(u) => resolve_user(rootfs, u)?,
+        None => (0, 0, Vec::new()),
+    };
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(cfg.tty)
+        .user(UserBuilder::default().uid(uid).gid(gid).additional_gids(extra).build()?)
         .args(cfg.args.clone())
         .env(cfg.env.clone())
         .cwd(if cfg.workdir.is_empty() { "/".to_owned() } else { cfg.workdir.clone() })
@@ -139,6 +206,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn users() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(d.path().join("etc")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(d.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nbob:x:1000:1001::/home/bob:/bin/sh\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(d.path().join("etc/group"), "root:x:0:\nbobs:x:1001:\nwheel:x:10:bob\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = |s: &str| resolve_user(d.path(), s).map_err(|e| e.to_string());
+        assert_eq!(r("bob"), Ok((1000, 1001, vec![10])));
+        assert_eq!(r("bob:wheel"), Ok((1000, 10, vec![])));
+        assert_eq!(r("1000"), Ok((1000, 1001, vec![10])));
+        assert_eq!(r("42:43"), Ok((42, 43, vec![])));
+        assert_eq!(r("42"), Ok((42, 0, vec![])));
+        assert!(r("nobody").is_err());
+        assert!(r("bob:nogroup").is_err());
+    }
+
+    #[test]
     fn no_rlimit_above_the_hard_limit() {
         let cfg = ContainerConfig {
             image_id: "x".into(),
@@ -159,6 +244,10 @@ mod tests {
             mac: None,
             pod: None,
             interfaces: Default::default(),
+            user: None,
+            interactive: false,
+            tty: false,
+            runtime: None,
         };
         let s =
             build(&cfg, Path::new("/r"), Some(Path::new("/run/x")), Path::new("/f")).unwrap_or_else(|e| panic!("{e}"));
