@@ -61,7 +61,8 @@ fn image_archive(busybox: &Path) -> Vec<u8> {
     }
     let bin = std::fs::read(busybox).unwrap();
     l.append_data(&mut header(tar::EntryType::Regular, bin.len() as u64, 0o755), "bin/busybox", &bin[..]).unwrap();
-    for a in ["sh", "httpd", "wget", "cat", "sleep", "nslookup", "echo", "true", "ls", "hostname", "id", "tty"] {
+    for a in ["sh", "httpd", "wget", "cat", "sleep", "nslookup", "echo", "true", "ls", "hostname", "id", "tty", "stty"]
+    {
         l.append_link(&mut header(tar::EntryType::Symlink, 0, 0o777), format!("bin/{a}"), "busybox").unwrap();
     }
     let passwd = b"root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1001::/tmp:/bin/sh\n";
@@ -985,6 +986,61 @@ fn run_tty() {
     let logs = w.ok(&["logs", id]);
     assert!(logs.contains("/dev/pts/0"), "{logs:?}");
     w.ok(&["rm", id]);
+    assert!(w.ps_all().is_empty());
+    w.assert_clean();
+}
+
+#[test]
+fn exec_tty() {
+    if skip_unless_root("exec_tty") {
+        return;
+    }
+    let w = World::new();
+    w.ok(&["run", "-d", "--name", "t1", IMG, "sleep", "1000"]);
+    // -t without a terminal on our side: the command still gets one; its exit code passes.
+    let o = w.rpod(&["exec", "-t", "t1", "sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo both; exit 3"]);
+    assert_eq!(o.code, 3, "{o:?}");
+    let out = o.stdout.replace('\r', "");
+    assert!(out.starts_with("/dev/pts/") && out.ends_with("\nboth\n"), "{o:?}");
+    // -it with piped input: the input reaches the terminal and ^D ends it.
+    let root = w.root();
+    let rpod = env!("CARGO_BIN_EXE_rpod");
+    let o = w.sh(&format!("echo hello | {rpod} --root {} exec -i -t t1 cat", root.display()));
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.replace('\r', "").starts_with("hello\n"), "{o:?}");
+    // A missing command: podman's code.
+    w.fails(&["exec", "-t", "t1", "/no/such/command"], 127);
+    let script = ["/usr/bin/script", "/bin/script"].iter().find(|p| Path::new(p).is_file());
+    if let Some(script) = script {
+        // Raw mode, restored; the window size is copied at the start.
+        let cmd = format!(
+            "stty rows 30 cols 100; a=$(stty -g); {rpod} --root {} exec -it t1 sh -c 'tty; [ -t 0 ] && echo in-tty; \
+             sleep 1; stty size'; b=$(stty -g); [ \"$a\" = \"$b\" ] && echo restored",
+            root.display()
+        );
+        let o = w.exec(script, &["-qec", &cmd, "/dev/null"]);
+        assert_eq!(o.code, 0, "{o:?}");
+        assert!(o.stdout.contains("in-tty") && o.stdout.contains("restored"), "{o:?}");
+        assert!(o.stdout.contains("/dev/pts/") && o.stdout.contains("30 100"), "{o:?}");
+        // A window size change (SIGWINCH on rpod) reaches the container's terminal, for
+        // exec -t and run -t.
+        for sub in ["exec -t t1".to_owned(), format!("run --rm -t {IMG}")] {
+            let cmd = format!(
+                "stty rows 30 cols 100; {rpod} --root {} {sub} sh -c 'sleep 2; stty size' & sleep 1; \
+                 stty rows 40 cols 120; wait",
+                root.display()
+            );
+            let o = w.exec(script, &["-qec", &cmd, "/dev/null"]);
+            assert_eq!(o.code, 0, "{o:?}");
+            assert!(o.stdout.contains("40 120"), "{sub}: {o:?}");
+        }
+    } else {
+        eprintln!("exec_tty: `script` is not installed, skipping the terminal case");
+    }
+    // Not running: refused.
+    w.ok(&["stop", "-t", "0", "t1"]);
+    assert_ne!(w.rpod(&["exec", "-t", "t1", "true"]).code, 0);
+    w.ok(&["rm", "t1"]);
     assert!(w.ps_all().is_empty());
     w.assert_clean();
 }

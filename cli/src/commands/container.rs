@@ -200,6 +200,9 @@ pub struct ExecArgs {
     /// Keep STDIN open even if not attached
     #[arg(short, long)]
     pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    pub tty: bool,
     /// Set environment variables
     #[arg(short, long = "env", value_name = "ENV")]
     pub env: Vec<String>,
@@ -353,6 +356,7 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> anyhow::Result<()> {
         &c,
         &lifecycle::ExecRequest {
             interactive: a.interactive,
+            tty: a.tty,
             env: a.env.clone(),
             workdir: a.workdir.clone(),
             user: a.user.clone(),

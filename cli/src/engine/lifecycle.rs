@@ -879,15 +879,16 @@ pub fn supervise(
     };
     engine.db.set_running(&c.id, pid, i64::from(std::process::id()), crate::format::now())?;
     let mut raw = None;
+    let mut winch = None;
     let relay = master.and_then(|m| {
         let r = (|| -> anyhow::Result<super::tty::Relay> {
             let sink: Box<dyn Write + Send> = match out {
                 Output::Inherit => {
                     if c.config.interactive {
-                        super::tty::copy_winsize(0, &m);
+                        winch = super::tty::WinchForward::start(0, &m);
                         raw = super::tty::RawMode::enter(0);
                     } else {
-                        super::tty::copy_winsize(1, &m);
+                        winch = super::tty::WinchForward::start(1, &m);
                     }
                     Box::new(std::io::stdout())
                 }
@@ -907,6 +908,7 @@ pub fn supervise(
     });
     started(Ok(pid));
     let code = wait_pid(pid);
+    drop(winch);
     if let Some(r) = relay {
         r.finish();
     }
@@ -1073,6 +1075,8 @@ pub fn kill(engine: &Engine, c: &Container, sig: &str) -> anyhow::Result<()> {
 pub struct ExecRequest {
     /// Keep stdin open.
     pub interactive: bool,
+    /// `-t`: a terminal (through the runtime's console socket).
+    pub tty: bool,
     /// `-e`.
     pub env: Vec<String>,
     /// `-w`.
@@ -1104,6 +1108,9 @@ pub fn exec(engine: &Engine, c: &Container, req: &ExecRequest) -> anyhow::Result
     if let Some(u) = &req.user {
         cmd.arg("--user").arg(u);
     }
+    if req.tty {
+        return exec_tty(engine, c, req, cmd, &log);
+    }
     cmd.arg(&c.id).args(&req.command);
     cmd.stdin(if req.interactive { Stdio::inherit() } else { Stdio::null() });
     let st = cmd.status().with_context(|| format!("running {}", engine.runtime_of(c)));
@@ -1115,6 +1122,52 @@ pub fn exec(engine: &Engine, c: &Container, req: &ExecRequest) -> anyhow::Result
     }
     use std::os::unix::process::ExitStatusExt;
     Ok(st.code().or_else(|| st.signal().map(|s| 128 + s)).unwrap_or(EXIT_ERROR))
+}
+
+/// `exec -t`: the runtime starts the command detached on a new terminal whose master it
+/// sends over a console socket; we (its subreaper) relay the terminal and wait for it.
+fn exec_tty(engine: &Engine, c: &Container, req: &ExecRequest, mut cmd: Command, log: &Path) -> anyhow::Result<i32> {
+    nix::sys::prctl::set_child_subreaper(true).context("prctl(PR_SET_CHILD_SUBREAPER)")?;
+    let console = super::tty::ConsoleSocket::new()?;
+    let pidfile = log.with_extension("pid");
+    cmd.args(["--tty", "--detach"]).arg("--console-socket").arg(&console.path).arg("--pid-file").arg(&pidfile);
+    // Options before the ID: crun takes none after it.
+    cmd.arg(&c.id).args(&req.command);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    let st = cmd.status().with_context(|| format!("running {}", engine.runtime_of(c)));
+    let err = runtime_error_in(log);
+    let _ = std::fs::remove_file(log);
+    let pid: Option<i64> = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok());
+    let _ = std::fs::remove_file(&pidfile);
+    let st = st?;
+    if !st.success() {
+        let msg = err.unwrap_or_else(|| format!("{} exec failed ({st})", engine.runtime_of(c)));
+        return Err(exit_with(runtime_error_code(&msg), msg));
+    }
+    let pid = pid.ok_or_else(|| anyhow::anyhow!("the runtime wrote no pid file"))?;
+    let master = match console.receive() {
+        Ok(m) => m,
+        Err(e) => {
+            if let Ok(p) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = wait_pid(pid);
+            return Err(e);
+        }
+    };
+    drop(console);
+    proxy_signals();
+    let from = if req.interactive { 0 } else { 1 };
+    let winch = super::tty::WinchForward::start(from, &master);
+    let raw = if req.interactive { super::tty::RawMode::enter(0) } else { None };
+    let relay = super::tty::Relay::start(master, Box::new(std::io::stdout()), req.interactive);
+    let code = wait_pid(pid);
+    drop(winch);
+    if let Ok(r) = relay {
+        r.finish();
+    }
+    drop(raw);
+    Ok(code)
 }
 
 /// Marks containers whose process and monitor are gone as exited (after a kill -9 or a

@@ -203,3 +203,61 @@ impl Relay {
         let _ = self.done.recv_timeout(Duration::from_secs(5));
     }
 }
+
+/// The descriptors the SIGWINCH handler copies the window size between (-1: none).
+static WINCH_FROM: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+static WINCH_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_winch(_: libc::c_int) {
+    use std::sync::atomic::Ordering;
+    let (from, to) = (WINCH_FROM.load(Ordering::SeqCst), WINCH_TO.load(Ordering::SeqCst));
+    if from < 0 || to < 0 {
+        return;
+    }
+    // SAFETY: winsize is plain data; ioctl is async-signal-safe.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize into ws; TIOCSWINSZ reads it.
+    unsafe {
+        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// Forwards our terminal's window size changes (SIGWINCH) to a pty master while it lives.
+#[derive(Debug)]
+pub struct WinchForward {
+    /// Our own copy of the master (closed after the handler stops using it).
+    _master: OwnedFd,
+}
+
+impl WinchForward {
+    /// Copies the size of `from` (our terminal) to `master` now and on every SIGWINCH
+    /// (None when `from` is not a terminal).
+    pub fn start(from: RawFd, master: &OwnedFd) -> Option<WinchForward> {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        use std::sync::atomic::Ordering;
+        copy_winsize(from, master);
+        if !isatty(from) {
+            return None;
+        }
+        let master = master.try_clone().ok()?;
+        WINCH_FROM.store(from, Ordering::SeqCst);
+        WINCH_TO.store(master.as_raw_fd(), Ordering::SeqCst);
+        let action = SigAction::new(SigHandler::Handler(on_winch), SaFlags::SA_RESTART, SigSet::empty());
+        // SAFETY: the handler only reads atomics and makes ioctl calls (async-signal-safe).
+        if let Err(e) = unsafe { sigaction(Signal::SIGWINCH, &action) } {
+            tracing::warn!(error = %e, "cannot forward window size changes");
+        }
+        Some(WinchForward { _master: master })
+    }
+}
+
+impl Drop for WinchForward {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        // Stop forwarding before our copy of the master is closed.
+        WINCH_TO.store(-1, Ordering::SeqCst);
+        WINCH_FROM.store(-1, Ordering::SeqCst);
+    }
+}
