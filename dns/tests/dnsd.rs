@@ -215,8 +215,9 @@ async fn serve_forward_reload() {
 #[tokio::test]
 async fn port_taken_fails_start() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port("127.0.0.7");
-    let _busy = UdpSocket::bind(("127.0.0.7", port)).unwrap();
+    // Bind first and take the kernel's port: no window for another test to take it.
+    let _busy = UdpSocket::bind(("127.0.0.7", 0)).unwrap();
+    let port = _busy.local_addr().unwrap().port();
     write(dir.path(), "n", "127.0.0.7\n");
     let e = Daemon::start(dir.path(), port, Settings::default()).unwrap_err();
     assert!(format!("{e:#}").contains("127.0.0.7"), "{e:#}");
