@@ -820,8 +820,21 @@ pub fn launch(engine: &Engine, c: &Container, out: &Output) -> anyhow::Result<(i
 /// The last SIGINT/SIGTERM/SIGHUP received while a foreground container runs (0: none).
 static PENDING_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
+/// The container process [`wait_pid`] waits for (0: none yet). The handler forwards to it
+/// directly: a signal may be delivered to any thread of this process (a relay thread, say),
+/// in which case the main thread's `waitpid` is not interrupted.
+static TARGET_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 extern "C" fn note_signal(sig: libc::c_int) {
-    PENDING_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
+    let target = TARGET_PID.load(std::sync::atomic::Ordering::SeqCst);
+    if target > 0 {
+        // SAFETY: kill(2) is async-signal-safe and takes plain integers.
+        unsafe {
+            libc::kill(target, sig);
+        }
+    } else {
+        PENDING_SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Makes SIGINT, SIGTERM and SIGHUP interrupt [`wait_pid`], which forwards them to the
@@ -841,6 +854,20 @@ pub fn proxy_signals() {
 /// child on the way and forwarding signals noted by [`proxy_signals`]; returns the exit
 /// code (128 + signal when killed).
 pub fn wait_pid(pid: i64) -> i32 {
+    if let Ok(p) = i32::try_from(pid) {
+        TARGET_PID.store(p, std::sync::atomic::Ordering::SeqCst);
+        // A signal that came before the target was known.
+        let sig = PENDING_SIGNAL.swap(0, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), s);
+        }
+    }
+    let code = wait_pid_inner(pid);
+    TARGET_PID.store(0, std::sync::atomic::Ordering::SeqCst);
+    code
+}
+
+fn wait_pid_inner(pid: i64) -> i32 {
     use nix::sys::wait::{waitpid, WaitStatus};
     loop {
         match waitpid(None, None) {
