@@ -38,7 +38,7 @@ packages=(
     busybox-static dnsmasq-base uidmap fuse3
     docker-registry skopeo apache2-utils openssl
 )
-[ "$bench" -eq 1 ] && packages+=(protobuf-compiler hyperfine dnsperf)
+[ "$bench" -eq 1 ] && packages+=(protobuf-compiler hyperfine dnsperf bind9-dnsutils)
 
 # Rust: keep a new enough cargo, else Debian's -web toolchain with rustfmt and clippy
 # (installed without recommends: those would add a whole LLVM).
