@@ -275,6 +275,21 @@ impl Read for ChanReader {
     }
 }
 
+/// Sets the owner (when `chown`) and the mtime of `name` in `dir`, never following a symlink.
+fn owner_and_time(dir: BorrowedFd<'_>, name: &OsStr, meta: &Meta, chown: bool) -> nix::Result<()> {
+    if chown {
+        fchownat(
+            dir,
+            name,
+            Some(Uid::from_raw(meta.uid)),
+            Some(Gid::from_raw(meta.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+    }
+    let t = TimeSpec::new(meta.mtime, 0);
+    utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
+}
+
 struct Extractor<'o, 'w> {
     root: OwnedFd,
     opts: &'o ExtractOptions,
@@ -405,18 +420,7 @@ impl Extractor<'_, '_> {
                     self.cached_parent = None;
                 }
                 symlinkat(&target, dir, name).ctx(ctx)?;
-                if chown {
-                    fchownat(
-                        dir,
-                        name,
-                        Some(Uid::from_raw(meta.uid)),
-                        Some(Gid::from_raw(meta.gid)),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .ctx(ctx)?;
-                }
-                let t = TimeSpec::new(meta.mtime, 0);
-                utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink).ctx(ctx)?;
+                owner_and_time(dir, name, &meta, chown).ctx(ctx)?;
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -469,18 +473,7 @@ impl Extractor<'_, '_> {
                     }
                     Err(e) => return Err(e).ctx(ctx),
                 }
-                if chown {
-                    fchownat(
-                        dir,
-                        name,
-                        Some(Uid::from_raw(meta.uid)),
-                        Some(Gid::from_raw(meta.gid)),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    )
-                    .ctx(ctx)?;
-                }
-                let t = TimeSpec::new(meta.mtime, 0);
-                utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink).ctx(ctx)?;
+                owner_and_time(dir, name, &meta, chown).ctx(ctx)?;
             }
             other => {
                 tracing::debug!(path = %raw_path.display(), ?other, "skipping tar entry type");

@@ -426,33 +426,52 @@ fn network_options(engine: &Engine, c: &Container) -> anyhow::Result<Option<Netw
     if names.is_empty() {
         return Ok(None);
     }
+    let mut aliases = c.config.aliases.clone();
+    aliases.push(c.id[..12].to_owned());
+    let sandbox =
+        Sandbox { id: &c.id, name: &c.name, hostname: &c.config.hostname, ports: &c.config.ports, dns: &c.config.dns };
+    sandbox_options(engine, &sandbox, names, |i, n| PerNetworkOptions {
+        interface_name: interface_name(c, n),
+        static_ips: c.config.ips.get(n).map(|ip| vec![*ip]),
+        static_mac: if i == 0 { c.config.mac.clone() } else { None },
+        aliases: Some(aliases.clone()),
+        options: None,
+    })
+    .map(Some)
+}
+
+/// What netd is told about a network namespace's owner (a container or a pod).
+pub(crate) struct Sandbox<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub hostname: &'a str,
+    pub ports: &'a [PortMapping],
+    pub dns: &'a [std::net::IpAddr],
+}
+
+/// The NetworkOptions for `sandbox` on the bridge networks `names`; `per` gives the options
+/// on network number `i` named `n`.
+pub(crate) fn sandbox_options(
+    engine: &Engine,
+    sandbox: &Sandbox,
+    names: &[String],
+    per: impl Fn(usize, &str) -> PerNetworkOptions,
+) -> anyhow::Result<NetworkOptions> {
     let mut networks = Vec::new();
     let mut info = std::collections::HashMap::new();
     for (i, n) in names.iter().enumerate() {
-        let net = network::get(&engine.root, n)?;
-        let mut aliases = c.config.aliases.clone();
-        aliases.push(c.id[..12].to_owned());
-        networks.push((
-            n.clone(),
-            PerNetworkOptions {
-                interface_name: interface_name(c, n),
-                static_ips: c.config.ips.get(n).map(|ip| vec![*ip]),
-                static_mac: if i == 0 { c.config.mac.clone() } else { None },
-                aliases: Some(aliases),
-                options: None,
-            },
-        ));
-        info.insert(n.clone(), net);
+        info.insert(n.clone(), network::get(&engine.root, n)?);
+        networks.push((n.clone(), per(i, n)));
     }
-    Ok(Some(NetworkOptions {
-        container_id: c.id.clone(),
-        container_name: c.name.clone(),
-        container_hostname: Some(c.config.hostname.clone()),
+    Ok(NetworkOptions {
+        container_id: sandbox.id.to_owned(),
+        container_name: sandbox.name.to_owned(),
+        container_hostname: Some(sandbox.hostname.to_owned()),
         networks,
         network_info: info,
-        port_mappings: (!c.config.ports.is_empty()).then(|| c.config.ports.clone()),
-        dns_servers: (!c.config.dns.is_empty()).then(|| c.config.dns.clone()),
-    }))
+        port_mappings: (!sandbox.ports.is_empty()).then(|| sandbox.ports.to_vec()),
+        dns_servers: (!sandbox.dns.is_empty()).then(|| sandbox.dns.to_vec()),
+    })
 }
 
 fn host_resolv() -> String {

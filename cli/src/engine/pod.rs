@@ -2,7 +2,7 @@
 //! with the pod's networks and published ports when the pod starts; its containers join
 //! it (so they share localhost and the ports) instead of getting their own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 
 use anyhow::Context;
@@ -81,31 +81,17 @@ pub fn create(engine: &Engine, req: &PodRequest) -> anyhow::Result<String> {
 
 fn network_options(engine: &Engine, p: &Pod) -> anyhow::Result<Option<NetworkOptions>> {
     let NetMode::Bridge(names) = &p.config.net else { return Ok(None) };
-    let mut networks = Vec::new();
-    let mut info = HashMap::new();
-    for (i, n) in names.iter().enumerate() {
-        let net = network::get(&engine.root, n)?;
-        networks.push((
-            n.clone(),
-            PerNetworkOptions {
-                interface_name: format!("eth{i}"),
-                static_ips: p.config.ips.get(n).map(|ip| vec![*ip]),
-                static_mac: None,
-                aliases: Some(vec![p.name.clone(), p.id[..12].to_owned()]),
-                options: None,
-            },
-        ));
-        info.insert(n.clone(), net);
-    }
-    Ok(Some(NetworkOptions {
-        container_id: p.id.clone(),
-        container_name: p.name.clone(),
-        container_hostname: Some(p.config.hostname.clone()),
-        networks,
-        network_info: info,
-        port_mappings: (!p.config.ports.is_empty()).then(|| p.config.ports.clone()),
-        dns_servers: None,
-    }))
+    let sandbox =
+        lifecycle::Sandbox { id: &p.id, name: &p.name, hostname: &p.config.hostname, ports: &p.config.ports, dns: &[] };
+    let aliases = vec![p.name.clone(), p.id[..12].to_owned()];
+    lifecycle::sandbox_options(engine, &sandbox, names, |i, n| PerNetworkOptions {
+        interface_name: format!("eth{i}"),
+        static_ips: p.config.ips.get(n).map(|ip| vec![*ip]),
+        static_mac: None,
+        aliases: Some(aliases.clone()),
+        options: None,
+    })
+    .map(Some)
 }
 
 /// The pod's own lock (not the engine's: it is taken while the engine lock is held).
