@@ -3,7 +3,7 @@
 # Idempotent: when everything is already installed it only runs `cargo build`.
 #
 #   scripts/setup.sh            system packages, Rust toolchain, `cargo build --workspace`
-#   scripts/setup.sh --bench    also what netd/bench/bench.sh needs (protobuf-compiler, to
+#   scripts/setup.sh --bench    also what the benchmarks need (hyperfine, dnsperf, iperf3, fio; protobuf-compiler to
 #                               `cargo install` the reference netavark 2.x)
 #   scripts/setup.sh --no-build skip the build
 #
@@ -36,9 +36,9 @@ packages=(
     iproute2 nftables iptables procps util-linux
     netavark aardvark-dns podman runc crun conmon slirp4netns fuse-overlayfs catatonit
     busybox-static dnsmasq-base uidmap fuse3
-    docker-registry skopeo apache2-utils openssl
+    docker-registry skopeo apache2-utils openssl passt python3
 )
-[ "$bench" -eq 1 ] && packages+=(protobuf-compiler hyperfine dnsperf bind9-dnsutils)
+[ "$bench" -eq 1 ] && packages+=(protobuf-compiler hyperfine dnsperf bind9-dnsutils iperf3 fio)
 
 # Rust: keep a new enough cargo, else Debian's -web toolchain with rustfmt and clippy
 # (installed without recommends: those would add a whole LLVM).
@@ -105,6 +105,25 @@ if [ "${#tools_missing[@]}" -gt 0 ]; then
         warn "cargo ${tools_missing[*]} not available for $CARGO_BIN: scripts/test.sh will fail its fmt/clippy steps"
     fi
 fi
+
+# Rootless tests (fuse-overlay, portfwd, rootless rpod) run as unprivileged users. Debian ships
+# /dev/net/tun and /dev/fuse as 0600 on this kind of VM, and the nodes are recreated at boot:
+# open them to users as most distributions do. `useradd -m` also gives each user its
+# /etc/subuid and /etc/subgid ranges.
+say "rootless test users and devices"
+for u in rpodtest rpodtest2; do
+    if ! id "$u" >/dev/null 2>&1; then
+        useradd -m -s /bin/bash "$u"
+        info "created user $u"
+    fi
+    for f in /etc/subuid /etc/subgid; do
+        grep -q "^$u:" "$f" || warn "$u has no range in $f: rootless tests will fail"
+    done
+done
+for d in /dev/net/tun /dev/fuse; do
+    [ -e "$d" ] && chmod 0666 "$d"
+done
+info "users rpodtest, rpodtest2; /dev/net/tun and /dev/fuse are 0666"
 
 if [ "$build" -eq 1 ]; then
     say "cargo build --workspace (debug; the tests and the demo use target/debug)"
