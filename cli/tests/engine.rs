@@ -1012,16 +1012,18 @@ fn exec_tty() {
     w.fails(&["exec", "-t", "t1", "/no/such/command"], 127);
     let script = ["/usr/bin/script", "/bin/script"].iter().find(|p| Path::new(p).is_file());
     if let Some(script) = script {
-        // Raw mode, restored; the window size is copied at the start.
+        // Raw mode, restored; the window size is set before the command starts.
         let cmd = format!(
-            "stty rows 30 cols 100; a=$(stty -g); {rpod} --root {} exec -it t1 sh -c 'tty; [ -t 0 ] && echo in-tty; \
-             sleep 1; stty size'; b=$(stty -g); [ \"$a\" = \"$b\" ] && echo restored",
+            "stty rows 30 cols 100; a=$(stty -g); {rpod} --root {} exec -it t1 sh -c 'stty size; tty; [ -t 0 ] && \
+             echo in-tty'; b=$(stty -g); [ \"$a\" = \"$b\" ] && echo restored; {rpod} --root {} run --rm -it {IMG} \
+             stty size",
+            root.display(),
             root.display()
         );
         let o = w.exec(script, &["-qec", &cmd, "/dev/null"]);
         assert_eq!(o.code, 0, "{o:?}");
         assert!(o.stdout.contains("in-tty") && o.stdout.contains("restored"), "{o:?}");
-        assert!(o.stdout.contains("/dev/pts/") && o.stdout.contains("30 100"), "{o:?}");
+        assert!(o.stdout.contains("/dev/pts/") && o.stdout.matches("30 100").count() == 2, "{o:?}");
         // A window size change (SIGWINCH on rpod) reaches the container's terminal, for
         // exec -t and run -t.
         for sub in ["exec -t t1".to_owned(), format!("run --rm -t {IMG}")] {

@@ -574,7 +574,21 @@ pub fn prepare(engine: &Engine, c: &Container) -> anyhow::Result<()> {
             engine.db.set_status(&c.id, &status)?;
             write_files(engine, c, &status)?;
             let dir = engine.run_dir(&c.id);
-            let spec = super::spec::build(&c.config, &rootfs, ns, &dir)?;
+            let mut spec = super::spec::build(&c.config, &rootfs, ns, &dir)?;
+            if c.config.tty {
+                // Our terminal's size, set on the container's before its process starts.
+                let from = if c.config.interactive { 0 } else { 1 };
+                if let (Some((rows, cols)), Some(p)) = (super::tty::winsize(from), spec.process_mut()) {
+                    if rows > 0 && cols > 0 {
+                        p.set_console_size(Some(
+                            oci_spec::runtime::BoxBuilder::default()
+                                .height(u64::from(rows))
+                                .width(u64::from(cols))
+                                .build()?,
+                        ));
+                    }
+                }
+            }
             let json = serde_json::to_vec_pretty(&spec)?;
             std::fs::write(dir.join("config.json"), json).context("writing config.json")?;
             Ok(())
@@ -1155,7 +1169,7 @@ pub fn exec(engine: &Engine, c: &Container, req: &ExecRequest) -> anyhow::Result
         cmd.arg("--user").arg(u);
     }
     if req.tty {
-        return exec_tty(engine, c, req, cmd, &log);
+        return exec_tty(engine, c, req, engine.runtime_cmd_for(c), &log);
     }
     cmd.arg(&c.id).args(&req.command);
     cmd.stdin(if req.interactive { Stdio::inherit() } else { Stdio::null() });
@@ -1170,19 +1184,76 @@ pub fn exec(engine: &Engine, c: &Container, req: &ExecRequest) -> anyhow::Result
     Ok(st.code().or_else(|| st.signal().map(|s| 128 + s)).unwrap_or(EXIT_ERROR))
 }
 
+/// The OCI process of an `exec -t`: the container's own (capabilities, rlimits, env) with
+/// the command, extra env, working directory, user and a terminal of `size` (rows, cols).
+fn exec_process(engine: &Engine, c: &Container, req: &ExecRequest, size: Option<(u16, u16)>) -> anyhow::Result<Value> {
+    let bundle = engine.run_dir(&c.id).join("config.json");
+    let spec: Value =
+        serde_json::from_slice(&std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?)
+            .with_context(|| format!("parsing {}", bundle.display()))?;
+    let mut p = spec.get("process").cloned().unwrap_or_else(|| serde_json::json!({}));
+    p["args"] = serde_json::json!(req.command);
+    p["terminal"] = Value::Bool(true);
+    match size {
+        Some((rows, cols)) if rows > 0 && cols > 0 => {
+            p["consoleSize"] = serde_json::json!({"height": rows, "width": cols})
+        }
+        _ => {
+            if let Some(o) = p.as_object_mut() {
+                o.remove("consoleSize");
+            }
+        }
+    }
+    let mut env: Vec<String> = p["env"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    for e in &req.env {
+        let kv = if e.contains('=') {
+            e.clone()
+        } else if let Ok(v) = std::env::var(e) {
+            format!("{e}={v}")
+        } else {
+            continue;
+        };
+        let key = kv.split('=').next().unwrap_or_default().to_owned();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+    p["env"] = serde_json::json!(env);
+    if let Some(w) = &req.workdir {
+        p["cwd"] = Value::String(w.clone());
+    }
+    if let Some(u) = &req.user {
+        let rootfs = engine.store.container_rootfs(&c.id)?;
+        let (uid, gid, extra) = super::spec::resolve_user(&rootfs, u)?;
+        p["user"] = serde_json::json!({"uid": uid, "gid": gid, "additionalGids": extra});
+    }
+    Ok(p)
+}
+
 /// `exec -t`: the runtime starts the command detached on a new terminal whose master it
 /// sends over a console socket; we (its subreaper) relay the terminal and wait for it.
 fn exec_tty(engine: &Engine, c: &Container, req: &ExecRequest, mut cmd: Command, log: &Path) -> anyhow::Result<i32> {
     nix::sys::prctl::set_child_subreaper(true).context("prctl(PR_SET_CHILD_SUBREAPER)")?;
     let console = super::tty::ConsoleSocket::new()?;
     let pidfile = log.with_extension("pid");
-    cmd.args(["--tty", "--detach"]).arg("--console-socket").arg(&console.path).arg("--pid-file").arg(&pidfile);
+    // The whole process as a file, so the terminal gets our window size before the
+    // command starts (`consoleSize`; the runtime sizes the pty it makes).
+    let from = if req.interactive { 0 } else { 1 };
+    let process = exec_process(engine, c, req, super::tty::winsize(from))?;
+    let process_file = log.with_extension("process.json");
+    std::fs::write(&process_file, serde_json::to_vec(&process)?).context("writing the exec process")?;
+    cmd.arg("--log").arg(log).args(["--log-format", "json", "exec", "--detach"]);
+    cmd.arg("--process").arg(&process_file);
+    cmd.arg("--console-socket").arg(&console.path).arg("--pid-file").arg(&pidfile);
     // Options before the ID: crun takes none after it.
-    cmd.arg(&c.id).args(&req.command);
+    cmd.arg(&c.id);
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
     let st = cmd.status().with_context(|| format!("running {}", engine.runtime_of(c)));
     let err = runtime_error_in(log);
     let _ = std::fs::remove_file(log);
+    let _ = std::fs::remove_file(&process_file);
     let pid: Option<i64> = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok());
     let _ = std::fs::remove_file(&pidfile);
     let st = st?;
@@ -1203,7 +1274,6 @@ fn exec_tty(engine: &Engine, c: &Container, req: &ExecRequest, mut cmd: Command,
     };
     drop(console);
     proxy_signals();
-    let from = if req.interactive { 0 } else { 1 };
     let winch = super::tty::WinchForward::start(from, &master);
     let raw = if req.interactive { super::tty::RawMode::enter(0) } else { None };
     let relay = super::tty::Relay::start(master, Box::new(std::io::stdout()), req.interactive);

@@ -129,6 +129,18 @@ impl Drop for RawMode {
     }
 }
 
+/// The window size (rows, cols) of the terminal `fd` (None when it is not one).
+pub fn winsize(fd: RawFd) -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain data.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize into ws.
+    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 {
+        Some((ws.ws_row, ws.ws_col))
+    } else {
+        None
+    }
+}
+
 /// Copies our terminal's window size (from `from`) to the pty master.
 pub fn copy_winsize(from: RawFd, master: &OwnedFd) {
     // SAFETY: winsize is plain data.
