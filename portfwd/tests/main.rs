@@ -1,0 +1,1 @@
+//! portfwd integration tests.
