@@ -280,6 +280,9 @@ impl Db {
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+        // Every command is a short process: no checkpoint (two fsyncs) and no WAL file to
+        // remove and recreate at each close; SQLite checkpoints as the WAL grows.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
         conn.execute_batch(SCHEMA).context("creating the database schema")?;
         Ok(Db { conn })
     }

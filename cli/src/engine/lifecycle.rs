@@ -713,12 +713,15 @@ pub fn disconnect(engine: &Engine, net: &str, name: &str) -> anyhow::Result<()> 
 /// Undoes `prepare` after the container stopped: the runtime's state, `netd teardown`, the
 /// network namespace and the rootfs mount. Safe to call more than once.
 pub fn cleanup(engine: &Engine, c: &Container) {
-    let _ = engine
-        .runtime_cmd_for(c)
-        .args(["delete", "--force", &c.id])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let gone = RUNTIME_STATE_GONE.lock().map(|mut g| g.take_if(|id| *id == c.id).is_some()).unwrap_or(false);
+    if !gone {
+        let _ = engine
+            .runtime_cmd_for(c)
+            .args(["delete", "--force", &c.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
     let netns = Engine::netns_path(&c.id);
     if netns.exists() {
         match network_options(engine, c) {
@@ -927,6 +930,9 @@ pub fn supervise(
     started: impl FnOnce(anyhow::Result<i64>),
 ) -> anyhow::Result<i32> {
     nix::sys::prctl::set_child_subreaper(true).context("prctl(PR_SET_CHILD_SUBREAPER)")?;
+    if matches!(out, Output::Inherit) && !c.config.tty {
+        return run_foreground(engine, c, started);
+    }
     let (pid, master) = match launch(engine, c, &out) {
         Ok(x) => x,
         Err(e) => {
@@ -974,6 +980,88 @@ pub fn supervise(
     }
     drop(raw);
     let _ = std::fs::write(engine.run_dir(&c.id).join("exit"), format!("{code}\n"));
+    finish_exit(engine, &c.id, i64::from(code), crate::format::now());
+    Ok(code)
+}
+
+/// The container whose runtime state is already gone (its `runtime run` ended normally), so
+/// [`cleanup`] needs no `runtime delete`.
+static RUNTIME_STATE_GONE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// A foreground run without a terminal: one `runtime run` (create, start, wait and delete
+/// in one process, instead of three runtime processes), with our stdio. The runtime proxies
+/// signals to the container and returns its exit code.
+fn run_foreground(engine: &Engine, c: &Container, started: impl FnOnce(anyhow::Result<i64>)) -> anyhow::Result<i32> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let dir = engine.run_dir(&c.id);
+    let log = dir.join("runc.log");
+    let pidfile = dir.join("pidfile");
+    for f in [&log, &pidfile, &dir.join("exit")] {
+        let _ = std::fs::remove_file(f);
+    }
+    let mut cmd = engine.runtime_cmd_for(c);
+    cmd.arg("--log").arg(&log).args(["--log-format", "json", "run", "--bundle"]).arg(&dir);
+    cmd.arg("--pid-file").arg(&pidfile);
+    // Options before the ID: crun takes none after it.
+    cmd.arg(&c.id);
+    cmd.stdin(if c.config.interactive { Stdio::inherit() } else { Stdio::null() });
+    let child = match cmd.spawn() {
+        Ok(ch) => ch,
+        Err(e) => {
+            cleanup(engine, c);
+            let msg = format!("running {}: {e}", engine.runtime_of(c));
+            started(Err(anyhow::anyhow!("{msg}")));
+            return Err(anyhow::anyhow!("{msg}"));
+        }
+    };
+    let runtime_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // The container's PID appears in the pid file once it is created; until then the
+    // runtime may also fail or the container end.
+    let mut status = None;
+    let mut pid = 0i64;
+    loop {
+        match waitpid(runtime_pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(WaitStatus::Exited(_, code)) => status = Some((code, false)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => status = Some((128 + sig as i32, true)),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => status = Some((EXIT_ERROR, true)),
+        }
+        if let Some(p) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<i64>().ok()) {
+            pid = p;
+            break;
+        }
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    if pid > 0 {
+        engine.db.set_running(&c.id, pid, i64::from(std::process::id()), crate::format::now())?;
+    }
+    started(Ok(pid));
+    let (code, abnormal) = match status {
+        Some(s) => s,
+        None => {
+            let code = wait_pid(i64::from(runtime_pid.as_raw()));
+            (code, false)
+        }
+    };
+    let failure = if code != 0 { runtime_error(&dir) } else { None };
+    if !abnormal && failure.is_none() {
+        if let Ok(mut g) = RUNTIME_STATE_GONE.lock() {
+            *g = Some(c.id.clone());
+        }
+    }
+    if let Some(msg) = failure {
+        // The runtime failed (the command could not be run, say): podman's code, no exit record.
+        let code = runtime_error_code(&msg);
+        let _ = std::fs::write(dir.join("exit"), format!("{code}\n"));
+        finish_exit(engine, &c.id, i64::from(code), crate::format::now());
+        return Err(exit_with(code, msg));
+    }
+    let _ = std::fs::write(dir.join("exit"), format!("{code}\n"));
     finish_exit(engine, &c.id, i64::from(code), crate::format::now());
     Ok(code)
 }

@@ -286,11 +286,8 @@ pub fn create_netns(path: &Path, lo_up: bool) -> anyhow::Result<()> {
         )
         .with_context(|| format!("bind-mounting the network namespace on {}", target.display()))?;
         if lo_up {
-            // A child forked from this thread starts in its network namespace.
-            let st = Command::new("ip").args(["link", "set", "lo", "up"]).status().context("running ip")?;
-            if !st.success() {
-                anyhow::bail!("ip link set lo up failed");
-            }
+            // A socket made by this thread belongs to its new network namespace.
+            set_lo_up().context("setting lo up")?;
         }
         Ok(())
     })
@@ -300,6 +297,34 @@ pub fn create_netns(path: &Path, lo_up: bool) -> anyhow::Result<()> {
         remove_netns(path);
     }
     res
+}
+
+/// Sets `lo` up in the calling thread's network namespace (SIOCSIFFLAGS).
+fn set_lo_up() -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills the flags of the named interface into ifr.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the flags member of the union was just filled in by the kernel.
+    unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the name and flags from ifr.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Unmounts and removes a network namespace file (no error if absent).
