@@ -1,12 +1,14 @@
 //! `rpod-storage`: the content-addressed image and layer store, OCI layer extraction, image
 //! import/export, and overlay mounts for container root filesystems (plus the `fuse-overlay`
-//! binary, a later issue).
+//! file system in [`fuse`]).
 
 pub mod archive;
 pub mod container;
 pub mod digest;
 pub mod error;
 pub mod extract;
+#[cfg(feature = "fuse")]
+pub mod fuse;
 pub mod registry;
 pub mod safefs;
 pub mod store;

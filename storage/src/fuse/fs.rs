@@ -1,0 +1,2102 @@
+//! The overlay file system: how it works.
+//!
+//! Layers are directories opened once (`O_PATH`): index 0 is the upper layer when there is
+//! one, then the lower layers, top first. Every object in the merged view is a *node*, named
+//! by its parent node and a name; a node's path relative to any layer root is the chain of
+//! names up to the root, and every system call goes through the layer's descriptor with that
+//! relative path (`*at` calls), so nothing depends on the process's working directory.
+//!
+//! A node remembers the topmost layer holding it (`layer`) and, for directories, the lowest
+//! layer merged into it (`bottom`): lookups and listings search `layer..=bottom` of the
+//! parent. Deletions below are recorded in the layers in all the forms fuse-overlayfs and
+//! OCI layers use: a 0/0 character device named like the entry, an empty `.wh.NAME` file,
+//! and for whole directories the opaque xattrs (`trusted.overlay.opaque`,
+//! `user.overlay.opaque`, `user.fuseoverlayfs.opaque`) or a `.wh..wh..opq` file inside.
+//! New whiteouts are 0/0 devices where mknod is allowed, else `.wh.NAME` files.
+//!
+//! FUSE node ids are the inode numbers users see (fuser replies with `attr.ino` as the node
+//! id): the real inode number when all layers share one device, else the layer's device
+//! index in the top bits; a number already taken by another object gets one from a counter.
+//!
+//! Any change to a lower object first copies it up: a temporary in `<workdir>/work` gets the
+//! data (`copy_file_range`, holes kept), owner, mode, xattrs and times, then is renamed into
+//! the upper layer, so a crash never leaves a partial file visible. Parent directories are
+//! copied up first. Namespace changes run under one lock; reads and writes do not take it.
+//!
+//! Opened files are served by FUSE passthrough when the kernel grants it (root in the initial
+//! user namespace, kernel >= 6.9): the kernel then reads and writes the layer file directly.
+//! Otherwise requests are served with `pread`/`pwrite`, with the kernel's writeback cache.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::DirEntryExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
+};
+
+use super::options::Options;
+use super::sys::{self, XTarget};
+
+const ROOT: u64 = 1;
+const WH_PREFIX: &[u8] = b".wh.";
+const OPQ_MARKER: &[u8] = b".wh..wh..opq";
+const OPAQUE_XATTRS: [&CStr; 3] = [c"trusted.overlay.opaque", c"user.overlay.opaque", c"user.fuseoverlayfs.opaque"];
+/// Xattr name prefixes that belong to the overlay, hidden from users and never copied up.
+const PRIVATE_XATTRS: &[&[u8]] =
+    &[b"trusted.overlay.", b"user.overlay.", b"user.fuseoverlayfs.", b"security.fuseoverlayfs.", b"user.containers."];
+
+fn is_private_xattr(name: &[u8]) -> bool {
+    PRIVATE_XATTRS.iter().any(|p| name.starts_with(p))
+}
+
+/// Where a layer keeps the ownership and mode it cannot set for real.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatMode {
+    /// Real owner and mode.
+    Real,
+    /// `security.fuseoverlayfs.override_stat`.
+    Privileged,
+    /// `user.containers.override_stat`.
+    Containers,
+    /// `user.fuseoverlayfs.override_stat`.
+    User,
+}
+
+impl StatMode {
+    fn xattr(self) -> Option<&'static CStr> {
+        match self {
+            StatMode::Real => None,
+            StatMode::Privileged => Some(c"security.fuseoverlayfs.override_stat"),
+            StatMode::Containers => Some(c"user.containers.override_stat"),
+            StatMode::User => Some(c"user.fuseoverlayfs.override_stat"),
+        }
+    }
+}
+
+/// A parsed override-stat value: `UID:GID:MODE[:TYPE]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Override {
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Permission bits (with setuid/setgid/sticky).
+    pub mode: u32,
+    /// File type and device number when TYPE is given.
+    pub kind: Option<(u32, u64)>,
+}
+
+impl Override {
+    /// Parses the xattr value (the containers/storage and fuse-overlayfs C format).
+    pub fn parse(v: &[u8]) -> Option<Override> {
+        let s = std::str::from_utf8(v).ok()?.trim_end_matches('\0');
+        let mut it = s.splitn(4, ':');
+        let uid = it.next()?.parse().ok()?;
+        let gid = it.next()?.parse().ok()?;
+        let mode = u32::from_str_radix(it.next()?, 8).ok()? & 0o7777;
+        let kind = match it.next() {
+            None => None,
+            Some(t) => {
+                let dev = |rest: &str| -> Option<u64> {
+                    let mut p = rest.split(['-', ':']);
+                    let maj: u32 = p.next()?.parse().ok()?;
+                    let min: u32 = p.next()?.parse().ok()?;
+                    Some(libc::makedev(maj, min))
+                };
+                match t {
+                    "dir" => Some((libc::S_IFDIR, 0)),
+                    "file" => Some((libc::S_IFREG, 0)),
+                    "symlink" => Some((libc::S_IFLNK, 0)),
+                    "pipe" => Some((libc::S_IFIFO, 0)),
+                    "socket" => Some((libc::S_IFSOCK, 0)),
+                    t if t.starts_with("block-") => Some((libc::S_IFBLK, dev(&t[6..])?)),
+                    t if t.starts_with("char-") => Some((libc::S_IFCHR, dev(&t[5..])?)),
+                    _ => None,
+                }
+            }
+        };
+        Some(Override { uid, gid, mode, kind })
+    }
+
+    /// Formats the value (`UID:GID:MODE:TYPE`).
+    pub fn format(&self, fmt: u32, rdev: u64) -> String {
+        let t = match fmt {
+            libc::S_IFDIR => "dir".to_owned(),
+            libc::S_IFLNK => "symlink".to_owned(),
+            libc::S_IFIFO => "pipe".to_owned(),
+            libc::S_IFSOCK => "socket".to_owned(),
+            libc::S_IFBLK => format!("block-{}-{}", libc::major(rdev), libc::minor(rdev)),
+            libc::S_IFCHR => format!("char-{}-{}", libc::major(rdev), libc::minor(rdev)),
+            _ => "file".to_owned(),
+        };
+        format!("{}:{}:0{:o}:{t}", self.uid, self.gid, self.mode & 0o7777)
+    }
+}
+
+struct Layer {
+    path: Vec<u8>,
+    fd: OwnedFd,
+    dev_idx: u64,
+    stat_mode: StatMode,
+}
+
+impl Layer {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn abs(&self, rel: &CStr) -> io::Result<CString> {
+        let r = rel.to_bytes();
+        if r == b"." {
+            return sys::cstr(&self.path);
+        }
+        let mut v = Vec::with_capacity(self.path.len() + 1 + r.len());
+        v.extend_from_slice(&self.path);
+        v.push(b'/');
+        v.extend_from_slice(r);
+        sys::cstr(&v)
+    }
+}
+
+struct Backing {
+    id: Arc<BackingId>,
+    opens: usize,
+    layer: usize,
+}
+
+struct Node {
+    names: Vec<(u64, OsString)>,
+    layer: usize,
+    bottom: usize,
+    fmt: u32,
+    key: (u64, u64),
+    lookups: u64,
+    backing: Option<Backing>,
+}
+
+#[derive(Default)]
+struct Inodes {
+    nodes: HashMap<u64, Node>,
+    children: HashMap<(u64, OsString), u64>,
+    fallback: HashMap<(u64, u64), u64>,
+    next_fallback: u64,
+}
+
+impl Inodes {
+    fn path(&self, id: u64) -> Option<CString> {
+        if id == ROOT {
+            return Some(c".".to_owned());
+        }
+        let mut parts: Vec<&OsStr> = Vec::new();
+        let mut cur = id;
+        while cur != ROOT {
+            let (p, name) = self.nodes.get(&cur)?.names.first()?;
+            parts.push(name);
+            cur = *p;
+            if parts.len() > 4096 {
+                return None;
+            }
+        }
+        let mut v = Vec::new();
+        for (i, p) in parts.iter().rev().enumerate() {
+            if i > 0 {
+                v.push(b'/');
+            }
+            v.extend_from_slice(p.as_bytes());
+        }
+        CString::new(v).ok()
+    }
+
+    fn drop_alias(&mut self, parent: u64, name: &OsStr) {
+        if let Some(id) = self.children.remove(&(parent, name.to_owned())) {
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.names.retain(|(p, nm)| !(*p == parent && nm == name));
+            }
+        }
+    }
+
+    fn forget(&mut self, id: u64, n: u64) {
+        if id == ROOT {
+            return;
+        }
+        let Some(node) = self.nodes.get_mut(&id) else { return };
+        node.lookups = node.lookups.saturating_sub(n);
+        if node.lookups > 0 {
+            return;
+        }
+        if let Some(node) = self.nodes.remove(&id) {
+            for (p, name) in node.names {
+                if self.children.get(&(p, name.clone())) == Some(&id) {
+                    self.children.remove(&(p, name));
+                }
+            }
+            if self.fallback.get(&node.key) == Some(&id) {
+                self.fallback.remove(&node.key);
+            }
+        }
+    }
+}
+
+/// A snapshot of a node: its path and layer range.
+struct Info {
+    path: CString,
+    layer: usize,
+    bottom: usize,
+    fmt: u32,
+}
+
+/// Where a name was found.
+struct Found {
+    layer: usize,
+    st: libc::stat,
+    bottom: usize,
+}
+
+struct DirEnt {
+    name: OsString,
+    layer: usize,
+    fmt: u32,
+    ino: u64,
+}
+
+struct FileH {
+    fd: OwnedFd,
+    node: u64,
+    backed: bool,
+}
+
+/// Counters a test or a debug log can read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Opens served by FUSE passthrough.
+    pub passthrough_opens: AtomicU64,
+    /// Copy-ups done.
+    pub copy_ups: AtomicU64,
+}
+
+/// The overlay file system.
+pub struct Overlay {
+    layers: Vec<Layer>,
+    has_upper: bool,
+    work: Option<OwnedFd>,
+    work_path: Vec<u8>,
+    tmp_seq: AtomicU64,
+    o: Options,
+    ttl: Duration,
+    same_dev: bool,
+    dev_shift: u32,
+    inodes: RwLock<Inodes>,
+    ns: Mutex<()>,
+    files: RwLock<HashMap<u64, Arc<FileH>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEnt>>>>,
+    next_fh: AtomicU64,
+    mknod_wh: AtomicBool,
+    trusted_ok: AtomicBool,
+    want_passthrough: bool,
+    passthrough: AtomicBool,
+    writeback: AtomicBool,
+    stats: Arc<Stats>,
+}
+
+fn rl<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn wl<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+fn ml<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ioerr(e: io::Error) -> Errno {
+    Errno::from_i32(sys::errno(&e))
+}
+
+fn no_ent(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+}
+
+fn systime(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec.clamp(0, 999_999_999) as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs())
+    }
+}
+
+fn kind_of(fmt: u32) -> FileType {
+    match fmt {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn wh_name(name: &OsStr) -> OsString {
+    let mut v = WH_PREFIX.to_vec();
+    v.extend_from_slice(name.as_bytes());
+    OsString::from_vec(v)
+}
+
+fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
+    match t {
+        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        Some(TimeOrNow::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: d.subsec_nanos() as libc::c_long },
+            Err(e) => libc::timespec { tv_sec: -(e.duration().as_secs() as libc::time_t), tv_nsec: 0 },
+        },
+    }
+}
+
+/// Whether this process runs as root in the initial user namespace (needed for passthrough).
+fn initial_root() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+        .unwrap_or(false)
+}
+
+impl Overlay {
+    /// Opens the layers and prepares the work directory.
+    pub fn new(o: Options) -> io::Result<Overlay> {
+        let mut dirs: Vec<(PathBuf, bool)> = Vec::new();
+        if let Some(u) = &o.upperdir {
+            dirs.push((u.clone(), true));
+        }
+        dirs.extend(o.lowerdirs.iter().map(|l| (l.clone(), false)));
+        let mut devs: Vec<u64> = Vec::new();
+        let mut layers = Vec::new();
+        for (p, upper) in &dirs {
+            let cp = sys::cstr(p.as_os_str().as_bytes())?;
+            let fd = sys::open_abs(&cp, libc::O_PATH | libc::O_DIRECTORY)?;
+            let st = sys::fstat(fd.as_fd())?;
+            let dev_idx = match devs.iter().position(|d| *d == st.st_dev) {
+                Some(i) => i,
+                None => {
+                    devs.push(st.st_dev);
+                    devs.len() - 1
+                }
+            } as u64;
+            let mut stat_mode = StatMode::Real;
+            for m in [StatMode::Privileged, StatMode::Containers, StatMode::User] {
+                if let Some(x) = m.xattr() {
+                    if matches!(sys::getxattr_full(XTarget::Path(&cp), x), Ok(Some(_))) {
+                        stat_mode = m;
+                        break;
+                    }
+                }
+            }
+            if *upper && o.xattr_permissions > 0 {
+                let m = if o.xattr_permissions == 1 { StatMode::Privileged } else { StatMode::User };
+                if stat_mode != m {
+                    if let Some(x) = m.xattr() {
+                        let ov = Override { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777, kind: None };
+                        sys::setxattr(XTarget::Path(&cp), x, ov.format(libc::S_IFDIR, 0).as_bytes(), 0)?;
+                    }
+                    stat_mode = m;
+                }
+            }
+            layers.push(Layer { path: p.as_os_str().as_bytes().to_vec(), fd, dev_idx, stat_mode });
+        }
+        let mut work = None;
+        let mut work_path = Vec::new();
+        if let (Some(w), true) = (&o.workdir, o.upperdir.is_some()) {
+            let wd = w.join("work");
+            match std::fs::create_dir(&wd) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            std::fs::set_permissions(&wd, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+            // Whatever a crash left behind (half-copied files, removed directories) goes.
+            for e in std::fs::read_dir(&wd)?.flatten() {
+                let p = e.path();
+                let _ = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+            let cwd = sys::cstr(wd.as_os_str().as_bytes())?;
+            work = Some(sys::open_abs(&cwd, libc::O_PATH | libc::O_DIRECTORY)?);
+            work_path = wd.as_os_str().as_bytes().to_vec();
+        }
+        let mut mknod_wh = std::env::var_os("FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT").is_none();
+        if let (true, Some(w)) = (mknod_wh, &work) {
+            let probe = c"whiteout-probe";
+            mknod_wh = sys::mknodat(w.as_fd(), probe, libc::S_IFCHR, 0).is_ok();
+            let _ = sys::unlinkat(w.as_fd(), probe, false);
+        }
+        let ndev = devs.len() as u64;
+        let bits = 64 - (ndev.max(1) - 1).leading_zeros().min(64);
+        let ttl = o.timeout;
+        let want_passthrough = initial_root() && std::env::var_os("FUSE_OVERLAYFS_NO_PASSTHROUGH").is_none() && o.fsync;
+        let fs = Overlay {
+            has_upper: o.upperdir.is_some(),
+            layers,
+            work,
+            work_path,
+            tmp_seq: AtomicU64::new(0),
+            ttl,
+            same_dev: ndev == 1,
+            dev_shift: 63 - bits,
+            inodes: RwLock::new(Inodes { next_fallback: 1 << 63, ..Default::default() }),
+            ns: Mutex::new(()),
+            files: RwLock::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            mknod_wh: AtomicBool::new(mknod_wh),
+            trusted_ok: AtomicBool::new(nix::unistd::geteuid().is_root()),
+            want_passthrough,
+            passthrough: AtomicBool::new(false),
+            writeback: AtomicBool::new(false),
+            stats: Arc::new(Stats::default()),
+            o,
+        };
+        let top = 0;
+        let st = sys::fstatat(fs.layers[top].fd(), c".")?;
+        let bottom = fs.compute_bottom(c".", None, top, fs.layers.len() - 1);
+        let key = (fs.layers[top].dev_idx, st.st_ino);
+        wl(&fs.inodes).nodes.insert(
+            ROOT,
+            Node { names: Vec::new(), layer: top, bottom, fmt: libc::S_IFDIR, key, lookups: 1, backing: None },
+        );
+        Ok(fs)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    fn upper(&self) -> Result<&Layer, Errno> {
+        if self.has_upper {
+            Ok(&self.layers[0])
+        } else {
+            Err(Errno::EROFS)
+        }
+    }
+
+    fn work(&self) -> Result<BorrowedFd<'_>, Errno> {
+        self.work.as_ref().map(|w| w.as_fd()).ok_or(Errno::EROFS)
+    }
+
+    fn tmp_name(&self) -> CString {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        CString::new(format!("#{n:x}")).unwrap_or_default()
+    }
+
+    fn work_abs(&self, tmp: &CStr) -> io::Result<CString> {
+        let mut v = self.work_path.clone();
+        v.push(b'/');
+        v.extend_from_slice(tmp.to_bytes());
+        sys::cstr(&v)
+    }
+
+    // ------------------------------------------------------------------ lookups
+
+    fn info(&self, id: u64) -> Result<Info, Errno> {
+        let g = rl(&self.inodes);
+        let n = g.nodes.get(&id).ok_or(Errno::ENOENT)?;
+        let path = g.path(id).ok_or(Errno::ENOENT)?;
+        Ok(Info { path, layer: n.layer, bottom: n.bottom, fmt: n.fmt })
+    }
+
+    fn wh_exists(&self, l: usize, parent: &CStr, name: &OsStr) -> bool {
+        match sys::join(parent, &wh_name(name)) {
+            Ok(p) => sys::fstatat(self.layers[l].fd(), &p).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    fn is_opaque(&self, l: usize, path: &CStr) -> bool {
+        let layer = &self.layers[l];
+        if let Ok(m) = sys::join(path, OsStr::from_bytes(OPQ_MARKER)) {
+            if sys::fstatat(layer.fd(), &m).is_ok() {
+                return true;
+            }
+        }
+        let Ok(abs) = layer.abs(path) else { return false };
+        OPAQUE_XATTRS.iter().any(|x| matches!(sys::getxattr(XTarget::Path(&abs), x, 8), Ok(v) if v.starts_with(b"y")))
+    }
+
+    /// The lowest layer merged into the directory at `path` found in layer `top`.
+    fn compute_bottom(&self, path: &CStr, parent_name: Option<(&CStr, &OsStr)>, top: usize, limit: usize) -> usize {
+        if self.is_opaque(top, path) {
+            return top;
+        }
+        let mut b = top;
+        for m in top + 1..=limit {
+            match sys::fstatat(self.layers[m].fd(), path) {
+                Ok(st) if sys::fmt(&st) == libc::S_IFDIR => {
+                    b = m;
+                    if self.is_opaque(m, path) {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(_) => {
+                    if let Some((pp, name)) = parent_name {
+                        if self.wh_exists(m, pp, name) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        b
+    }
+
+    /// Finds `name` in the directory `p`.
+    fn find_child(&self, p: &Info, name: &OsStr) -> Result<Option<Found>, Errno> {
+        if p.fmt != libc::S_IFDIR {
+            return Err(Errno::ENOTDIR);
+        }
+        if name.as_bytes().starts_with(WH_PREFIX) {
+            return Ok(None);
+        }
+        let path = sys::join(&p.path, name).map_err(ioerr)?;
+        for l in p.layer..=p.bottom {
+            match sys::fstatat(self.layers[l].fd(), &path) {
+                Ok(st) => {
+                    if sys::is_whiteout(&st) {
+                        return Ok(None);
+                    }
+                    let bottom = if sys::fmt(&st) == libc::S_IFDIR {
+                        self.compute_bottom(&path, Some((&p.path, name)), l, p.bottom)
+                    } else {
+                        l
+                    };
+                    return Ok(Some(Found { layer: l, st, bottom }));
+                }
+                Err(e) if no_ent(&e) => {
+                    if self.wh_exists(l, &p.path, name) {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(ioerr(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether any layer below the upper one has something named `name` in `p`.
+    fn lower_has(&self, p: &Info, name: &OsStr) -> bool {
+        let Ok(path) = sys::join(&p.path, name) else { return false };
+        (p.layer.max(1)..=p.bottom).any(|l| sys::fstatat(self.layers[l].fd(), &path).is_ok())
+    }
+
+    fn ino_for(&self, g: &mut Inodes, layer: usize, ino: u64) -> u64 {
+        let dev = self.layers[layer].dev_idx;
+        let key = (dev, ino);
+        let direct = if self.same_dev {
+            Some(ino)
+        } else if ino >> self.dev_shift == 0 {
+            Some((dev << self.dev_shift) | ino)
+        } else {
+            None
+        };
+        if let Some(id) = direct {
+            if id != ROOT && id != 0 && g.nodes.get(&id).is_none_or(|n| n.key == key) {
+                return id;
+            }
+        }
+        if let Some(&id) = g.fallback.get(&key) {
+            return id;
+        }
+        let id = g.next_fallback;
+        g.next_fallback += 1;
+        g.fallback.insert(key, id);
+        id
+    }
+
+    /// Records a looked-up child (one more kernel reference) and returns its node id.
+    fn remember(&self, parent: u64, name: &OsStr, f: &Found) -> u64 {
+        let fmt = sys::fmt(&f.st);
+        let key = (self.layers[f.layer].dev_idx, f.st.st_ino);
+        let mut g = wl(&self.inodes);
+        let k = (parent, name.to_owned());
+        let id = match g.children.get(&k) {
+            Some(&id) if g.nodes.get(&id).is_some_and(|n| n.key == key && n.fmt == fmt) => id,
+            _ => self.ino_for(&mut g, f.layer, f.st.st_ino),
+        };
+        if let Some(old) = g.children.insert(k.clone(), id) {
+            if old != id {
+                if let Some(n) = g.nodes.get_mut(&old) {
+                    n.names.retain(|x| *x != k);
+                }
+            }
+        }
+        let mut stale: Vec<(u64, OsString)> = Vec::new();
+        {
+            let n = g.nodes.entry(id).or_insert_with(|| Node {
+                names: Vec::new(),
+                layer: f.layer,
+                bottom: f.bottom,
+                fmt,
+                key,
+                lookups: 0,
+                backing: None,
+            });
+            n.layer = f.layer;
+            n.bottom = f.bottom;
+            n.fmt = fmt;
+            n.key = key;
+            n.lookups += 1;
+            if !n.names.contains(&k) {
+                if fmt == libc::S_IFDIR {
+                    stale = std::mem::take(&mut n.names);
+                }
+                n.names.insert(0, k);
+            }
+        }
+        for s in stale {
+            if g.children.get(&s) == Some(&id) {
+                g.children.remove(&s);
+            }
+        }
+        id
+    }
+
+    fn attr(&self, id: u64, layer: usize, path: &CStr, st: &libc::stat) -> FileAttr {
+        let mut uid = st.st_uid;
+        let mut gid = st.st_gid;
+        let mut perm = st.st_mode & 0o7777;
+        let mut fmt = sys::fmt(st);
+        let mut rdev = st.st_rdev;
+        let l = &self.layers[layer];
+        if let (Some(x), true) = (l.stat_mode.xattr(), fmt == libc::S_IFREG || fmt == libc::S_IFDIR) {
+            if let Ok(abs) = l.abs(path) {
+                if let Ok(Some(v)) = sys::getxattr_full(XTarget::Path(&abs), x) {
+                    if let Some(ov) = Override::parse(&v) {
+                        uid = ov.uid;
+                        gid = ov.gid;
+                        perm = ov.mode;
+                        if let Some((f, r)) = ov.kind {
+                            fmt = f;
+                            rdev = r;
+                        }
+                    }
+                }
+            }
+        }
+        uid = self.o.uid_map.to_shown(uid);
+        gid = self.o.gid_map.to_shown(gid);
+        if self.o.squash_to_root {
+            uid = 0;
+            gid = 0;
+        }
+        if let Some(u) = self.o.squash_uid {
+            uid = u;
+        }
+        if let Some(g) = self.o.squash_gid {
+            gid = g;
+        }
+        let nlink = if fmt == libc::S_IFDIR && self.o.static_nlink { 1 } else { st.st_nlink as u32 };
+        FileAttr {
+            ino: INodeNo(id),
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            atime: systime(st.st_atime, st.st_atime_nsec),
+            mtime: systime(st.st_mtime, st.st_mtime_nsec),
+            ctime: systime(st.st_ctime, st.st_ctime_nsec),
+            crtime: UNIX_EPOCH,
+            kind: kind_of(fmt),
+            perm: perm as u16,
+            nlink,
+            uid,
+            gid,
+            rdev: rdev as u32,
+            blksize: st.st_blksize as u32,
+            flags: 0,
+        }
+    }
+
+    fn do_lookup(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
+        let p = self.info(parent)?;
+        let f = self.find_child(&p, name)?.ok_or(Errno::ENOENT)?;
+        let id = self.remember(parent, name, &f);
+        let path = sys::join(&p.path, name).map_err(ioerr)?;
+        Ok(self.attr(id, f.layer, &path, &f.st))
+    }
+
+    fn do_getattr(&self, id: u64, fh: Option<FileHandle>) -> Result<FileAttr, Errno> {
+        let i = self.info(id)?;
+        match sys::fstatat(self.layers[i.layer].fd(), &i.path) {
+            Ok(st) => Ok(self.attr(id, i.layer, &i.path, &st)),
+            Err(e) => {
+                if let Some(fh) = fh {
+                    if let Some(h) = rl(&self.files).get(&fh.0).cloned() {
+                        let st = sys::fstat(h.fd.as_fd()).map_err(ioerr)?;
+                        return Ok(self.attr(id, i.layer, &i.path, &st));
+                    }
+                }
+                Err(ioerr(e))
+            }
+        }
+    }
+
+    /// The merged listing of a directory (without `.` and `..`).
+    fn list(&self, i: &Info) -> Result<Vec<DirEnt>, Errno> {
+        let mut out = Vec::new();
+        let mut seen: HashSet<OsString> = HashSet::new();
+        let mut hidden: HashSet<OsString> = HashSet::new();
+        for l in i.layer..=i.bottom {
+            let layer = &self.layers[l];
+            let abs = layer.abs(&i.path).map_err(ioerr)?;
+            let rd = match std::fs::read_dir(OsStr::from_bytes(abs.to_bytes())) {
+                Ok(rd) => rd,
+                Err(e) if no_ent(&e) => continue,
+                Err(e) => return Err(ioerr(e)),
+            };
+            let mut new_hidden = Vec::new();
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let b = name.as_bytes();
+                if b.starts_with(WH_PREFIX) {
+                    if b != OPQ_MARKER {
+                        new_hidden.push(OsStr::from_bytes(&b[WH_PREFIX.len()..]).to_owned());
+                    }
+                    continue;
+                }
+                if seen.contains(&name) || hidden.contains(&name) {
+                    continue;
+                }
+                let ft = e.file_type().map_err(ioerr)?;
+                let fmt = {
+                    use std::os::unix::fs::FileTypeExt;
+                    if ft.is_dir() {
+                        libc::S_IFDIR
+                    } else if ft.is_file() {
+                        libc::S_IFREG
+                    } else if ft.is_symlink() {
+                        libc::S_IFLNK
+                    } else if ft.is_char_device() {
+                        libc::S_IFCHR
+                    } else if ft.is_block_device() {
+                        libc::S_IFBLK
+                    } else if ft.is_fifo() {
+                        libc::S_IFIFO
+                    } else {
+                        libc::S_IFSOCK
+                    }
+                };
+                if fmt == libc::S_IFCHR {
+                    let p = sys::join(&i.path, &name).map_err(ioerr)?;
+                    if sys::fstatat(layer.fd(), &p).map(|st| sys::is_whiteout(&st)).unwrap_or(false) {
+                        new_hidden.push(name);
+                        continue;
+                    }
+                }
+                seen.insert(name.clone());
+                let ino = e.ino();
+                out.push(DirEnt { name, layer: l, fmt, ino });
+            }
+            hidden.extend(new_hidden);
+        }
+        Ok(out)
+    }
+
+    // ------------------------------------------------------------------ copy-up
+
+    /// Copies node `id` (and its parents) into the upper layer. Caller holds `ns`.
+    fn copy_up(&self, id: u64, with_data: bool) -> Result<(), Errno> {
+        let (parent, layer) = {
+            let g = rl(&self.inodes);
+            let n = g.nodes.get(&id).ok_or(Errno::ENOENT)?;
+            if n.layer == 0 && self.has_upper {
+                return Ok(());
+            }
+            let parent = n.names.first().map(|x| x.0).ok_or(Errno::ENOENT)?;
+            (parent, n.layer)
+        };
+        self.upper()?;
+        self.copy_up(parent, true)?;
+        let i = self.info(id)?;
+        let st = self.copy_object(layer, &i.path, with_data).map_err(|e| {
+            tracing::warn!("copy-up of {:?} failed: {e}", i.path);
+            ioerr(e)
+        })?;
+        self.stats.copy_ups.fetch_add(1, Ordering::Relaxed);
+        let mut g = wl(&self.inodes);
+        let key = (self.layers[0].dev_idx, st.st_ino);
+        let mut extra = Vec::new();
+        if let Some(n) = g.nodes.get_mut(&id) {
+            n.layer = 0;
+            n.key = key;
+            // Other names of a lower hard link keep the lower file.
+            extra = n.names.split_off(1.min(n.names.len()));
+        }
+        for k in extra {
+            if g.children.get(&k) == Some(&id) {
+                g.children.remove(&k);
+            }
+        }
+        Ok(())
+    }
+
+    fn effective_owner(&self, layer: usize, path: &CStr, st: &libc::stat) -> (u32, u32, u32) {
+        let l = &self.layers[layer];
+        if let Some(x) = l.stat_mode.xattr() {
+            if let Ok(abs) = l.abs(path) {
+                if let Ok(Some(v)) = sys::getxattr_full(XTarget::Path(&abs), x) {
+                    if let Some(ov) = Override::parse(&v) {
+                        return (ov.uid, ov.gid, ov.mode);
+                    }
+                }
+            }
+        }
+        (st.st_uid, st.st_gid, st.st_mode & 0o7777)
+    }
+
+    /// Sets owner and mode of a fresh upper object at `dir`/`rel` (absolute path `abs`).
+    #[allow(clippy::too_many_arguments)]
+    fn set_owner(
+        &self,
+        dir: BorrowedFd<'_>,
+        rel: &CStr,
+        abs: &CStr,
+        fmt: u32,
+        rdev: u64,
+        owner: Option<(u32, u32)>,
+        mode: Option<u32>,
+    ) -> io::Result<()> {
+        let sm = self.layers[0].stat_mode;
+        if let (Some(x), true) = (sm.xattr(), fmt == libc::S_IFREG || fmt == libc::S_IFDIR) {
+            if owner.is_none() && mode.is_none() {
+                return Ok(());
+            }
+            let st = sys::fstatat(dir, rel)?;
+            let cur = match sys::getxattr_full(XTarget::Path(abs), x)?.and_then(|v| Override::parse(&v)) {
+                Some(o) => o,
+                None => Override { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777, kind: None },
+            };
+            let mut ov = cur;
+            if let Some((u, g)) = owner {
+                if u != u32::MAX {
+                    ov.uid = u;
+                }
+                if g != u32::MAX {
+                    ov.gid = g;
+                }
+            }
+            if let Some(m) = mode {
+                ov.mode = m & 0o7777;
+            }
+            let kfmt = cur.kind.map(|k| k.0).unwrap_or(fmt);
+            let krdev = cur.kind.map(|k| k.1).unwrap_or(rdev);
+            return sys::setxattr(XTarget::Path(abs), x, ov.format(kfmt, krdev).as_bytes(), 0);
+        }
+        if let Some((u, g)) = owner {
+            match sys::lchownat(dir, rel, u, g) {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EINVAL)) => {
+                    if self.o.squash_to_root || self.o.squash_uid.is_some() || self.o.squash_gid.is_some() {
+                        tracing::debug!("chown ignored: {e}");
+                    } else if !nix::unistd::geteuid().is_root() {
+                        tracing::debug!("chown to {u}:{g} not possible: {e}");
+                    } else {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let (Some(m), true) = (mode, fmt != libc::S_IFLNK) {
+            sys::fchmodat(dir, rel, m & 0o7777)?;
+        }
+        Ok(())
+    }
+
+    fn copy_xattrs(&self, src: &CStr, dst: XTarget<'_>) -> io::Result<()> {
+        if self.o.noxattrs {
+            return Ok(());
+        }
+        let names = match sys::listxattr(src) {
+            Ok(n) => n,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            if is_private_xattr(name) {
+                continue;
+            }
+            let cname = sys::cstr(name)?;
+            let Some(v) = sys::getxattr_full(XTarget::Path(src), &cname)? else { continue };
+            if let Err(e) = sys::setxattr(dst, &cname, &v, 0) {
+                if !matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EACCES)) {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies one object from layer `src` at `path` to the upper layer, atomically.
+    fn copy_object(&self, src: usize, path: &CStr, with_data: bool) -> io::Result<libc::stat> {
+        let work = self.work().map_err(|_| sys::err(libc::EROFS))?;
+        let sl = &self.layers[src];
+        let st = sys::fstatat(sl.fd(), path)?;
+        let fmt = sys::fmt(&st);
+        let src_abs = sl.abs(path)?;
+        let tmp = self.tmp_name();
+        let tmp_abs = self.work_abs(&tmp)?;
+        let (uid, gid, mode) = self.effective_owner(src, path, &st);
+        let mut file: Option<OwnedFd> = None;
+        match fmt {
+            libc::S_IFDIR => sys::mkdirat(work, &tmp, 0o700)?,
+            libc::S_IFREG => {
+                let s = sys::openat(sl.fd(), path, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+                let d = sys::openat(work, &tmp, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600)?;
+                if with_data {
+                    if let Err(e) = copy_data(s.as_fd(), d.as_fd(), &st) {
+                        let _ = sys::unlinkat(work, &tmp, false);
+                        return Err(e);
+                    }
+                }
+                file = Some(d);
+            }
+            libc::S_IFLNK => {
+                let t = sys::readlinkat(sl.fd(), path)?;
+                sys::symlinkat(&sys::cstr(&t)?, work, &tmp)?;
+            }
+            _ => sys::mknodat(work, &tmp, st.st_mode, st.st_rdev)?,
+        }
+        let res = (|| -> io::Result<()> {
+            if fmt != libc::S_IFLNK {
+                let t = match &file {
+                    Some(f) => XTarget::Fd(f.as_raw_fd()),
+                    None => XTarget::Path(&tmp_abs),
+                };
+                self.copy_xattrs(&src_abs, t)?;
+            }
+            self.set_owner(work, &tmp, &tmp_abs, fmt, st.st_rdev, Some((uid, gid)), Some(mode))?;
+            let times = [
+                libc::timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec },
+                libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec },
+            ];
+            sys::utimensat(work, &tmp, &times)?;
+            drop(file.take());
+            let flags = if fmt == libc::S_IFDIR { libc::RENAME_NOREPLACE } else { 0 };
+            sys::renameat2(work, &tmp, self.layers[0].fd(), path, flags)
+        })();
+        if let Err(e) = res {
+            let _ = if fmt == libc::S_IFDIR {
+                std::fs::remove_dir_all(OsStr::from_bytes(tmp_abs.to_bytes()))
+            } else {
+                sys::unlinkat(work, &tmp, false)
+            };
+            return Err(e);
+        }
+        sys::fstatat(self.layers[0].fd(), path)
+    }
+
+    // ------------------------------------------------------------------ whiteouts
+
+    /// Records that `name` in upper directory `ppath` is deleted (nothing is there now).
+    fn create_whiteout(&self, ppath: &CStr, name: &OsStr) -> io::Result<()> {
+        let up = self.layers[0].fd();
+        if self.mknod_wh.load(Ordering::Relaxed) {
+            let p = sys::join(ppath, name)?;
+            match sys::mknodat(up, &p, libc::S_IFCHR, 0) {
+                Ok(()) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EINVAL)) => {
+                    self.mknod_wh.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let p = sys::join(ppath, &wh_name(name))?;
+        sys::openat(up, &p, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC | libc::O_NOFOLLOW, 0o700).map(drop)
+    }
+
+    /// Removes whiteouts of `name` from upper directory `ppath`.
+    fn clear_whiteout(&self, ppath: &CStr, name: &OsStr) -> io::Result<()> {
+        let up = self.layers[0].fd();
+        let p = sys::join(ppath, name)?;
+        if let Ok(st) = sys::fstatat(up, &p) {
+            if sys::is_whiteout(&st) {
+                sys::unlinkat(up, &p, false)?;
+            }
+        }
+        let w = sys::join(ppath, &wh_name(name))?;
+        match sys::unlinkat(up, &w, false) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn make_opaque(&self, dir: BorrowedFd<'_>, rel: &CStr, abs: &CStr) -> io::Result<()> {
+        if self.trusted_ok.load(Ordering::Relaxed) {
+            match sys::setxattr(XTarget::Path(abs), OPAQUE_XATTRS[0], b"y", 0) {
+                Ok(()) => {}
+                Err(_) => self.trusted_ok.store(false, Ordering::Relaxed),
+            }
+        }
+        if !self.trusted_ok.load(Ordering::Relaxed) {
+            let _ = sys::setxattr(XTarget::Path(abs), OPAQUE_XATTRS[2], b"y", 0);
+        }
+        let m = sys::join(rel, OsStr::from_bytes(OPQ_MARKER))?;
+        sys::openat(dir, &m, libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW, 0o700).map(drop)
+    }
+
+    /// Moves an upper directory out of the way into the work dir and deletes it there.
+    fn remove_upper_dir(&self, path: &CStr) -> io::Result<()> {
+        let up = self.layers[0].fd();
+        match sys::unlinkat(up, path, true) {
+            Ok(()) => return Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => {}
+            Err(e) => return Err(e),
+        }
+        let work = self.work().map_err(|_| sys::err(libc::EROFS))?;
+        let tmp = self.tmp_name();
+        sys::renameat2(up, path, work, &tmp, 0)?;
+        let _ = std::fs::remove_dir_all(OsStr::from_bytes(self.work_abs(&tmp)?.to_bytes()));
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ creation
+
+    /// Caller's owner, as on-disk ids.
+    fn owner_for(&self, req: &Request, parent_upper: &CStr) -> (u32, u32) {
+        let uid = self.o.uid_map.to_disk(req.uid()).unwrap_or(u32::MAX);
+        let mut gid = self.o.gid_map.to_disk(req.gid()).unwrap_or(u32::MAX);
+        if let Ok(st) = sys::fstatat(self.layers[0].fd(), parent_upper) {
+            if st.st_mode & libc::S_ISGID != 0 {
+                gid = st.st_gid;
+            }
+        }
+        (uid, gid)
+    }
+
+    /// Prepares `name` in `parent` for creation: parent in upper, name free, whiteouts gone.
+    /// Returns the parent info and whether a lower layer has the name.
+    fn prepare_create(&self, parent: u64, name: &OsStr) -> Result<(Info, bool), Errno> {
+        if name.as_bytes().starts_with(WH_PREFIX) {
+            return Err(Errno::EINVAL);
+        }
+        self.copy_up(parent, true)?;
+        let p = self.info(parent)?;
+        if self.find_child(&p, name)?.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        let below = self.lower_has(&p, name);
+        self.clear_whiteout(&p.path, name).map_err(ioerr)?;
+        Ok((p, below))
+    }
+
+    fn finish_create(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
+        self.do_lookup(parent, name)
+    }
+
+    fn do_mkdir(&self, req: &Request, parent: u64, name: &OsStr, mode: u32) -> Result<FileAttr, Errno> {
+        let _ns = ml(&self.ns);
+        let (p, below) = self.prepare_create(parent, name)?;
+        let up = self.upper()?;
+        let path = sys::join(&p.path, name).map_err(ioerr)?;
+        let owner = self.owner_for(req, &p.path);
+        if below {
+            // A lower directory of that name must stay hidden: build it opaque, then rename.
+            let work = self.work()?;
+            let tmp = self.tmp_name();
+            let tabs = self.work_abs(&tmp).map_err(ioerr)?;
+            let r = (|| -> io::Result<()> {
+                sys::mkdirat(work, &tmp, mode & 0o7777)?;
+                self.make_opaque(work, &tmp, &tabs)?;
+                self.set_owner(work, &tmp, &tabs, libc::S_IFDIR, 0, Some(owner), None)?;
+                sys::renameat2(work, &tmp, up.fd(), &path, libc::RENAME_NOREPLACE)
+            })();
+            if let Err(e) = r {
+                let _ = std::fs::remove_dir_all(OsStr::from_bytes(tabs.to_bytes()));
+                return Err(ioerr(e));
+            }
+        } else {
+            sys::mkdirat(up.fd(), &path, mode & 0o7777).map_err(ioerr)?;
+            let abs = up.abs(&path).map_err(ioerr)?;
+            if let Err(e) = self.set_owner(up.fd(), &path, &abs, libc::S_IFDIR, 0, Some(owner), None) {
+                let _ = sys::unlinkat(up.fd(), &path, true);
+                return Err(ioerr(e));
+            }
+        }
+        self.finish_create(parent, name)
+    }
+
+    fn do_mknod(&self, req: &Request, parent: u64, name: &OsStr, mode: u32, rdev: u32) -> Result<FileAttr, Errno> {
+        let _ns = ml(&self.ns);
+        let (p, _) = self.prepare_create(parent, name)?;
+        let up = self.upper()?;
+        let path = sys::join(&p.path, name).map_err(ioerr)?;
+        sys::mknodat(up.fd(), &path, mode, rdev as libc::dev_t).map_err(ioerr)?;
+        let abs = up.abs(&path).map_err(ioerr)?;
+        let owner = self.owner_for(req, &p.path);
+        if let Err(e) = self.set_owner(up.fd(), &path, &abs, mode & libc::S_IFMT, rdev as u64, Some(owner), None) {
+            let _ = sys::unlinkat(up.fd(), &path, false);
+            return Err(ioerr(e));
+        }
+        self.finish_create(parent, name)
+    }
+
+    fn do_symlink(&self, req: &Request, parent: u64, name: &OsStr, target: &Path) -> Result<FileAttr, Errno> {
+        let _ns = ml(&self.ns);
+        let (p, _) = self.prepare_create(parent, name)?;
+        let up = self.upper()?;
+        let path = sys::join(&p.path, name).map_err(ioerr)?;
+        let t = sys::cstr(target.as_os_str().as_bytes()).map_err(ioerr)?;
+        sys::symlinkat(&t, up.fd(), &path).map_err(ioerr)?;
+        let abs = up.abs(&path).map_err(ioerr)?;
+        let owner = self.owner_for(req, &p.path);
+        if let Err(e) = self.set_owner(up.fd(), &path, &abs, libc::S_IFLNK, 0, Some(owner), None) {
+            let _ = sys::unlinkat(up.fd(), &path, false);
+            return Err(ioerr(e));
+        }
+        self.finish_create(parent, name)
+    }
+
+    fn do_link(&self, id: u64, newparent: u64, newname: &OsStr) -> Result<FileAttr, Errno> {
+        let _ns = ml(&self.ns);
+        self.copy_up(id, true)?;
+        let (p, _) = self.prepare_create(newparent, newname)?;
+        let src = self.info(id)?;
+        if src.fmt == libc::S_IFDIR {
+            return Err(Errno::EPERM);
+        }
+        let up = self.upper()?;
+        let path = sys::join(&p.path, newname).map_err(ioerr)?;
+        sys::linkat(up.fd(), &src.path, up.fd(), &path).map_err(ioerr)?;
+        let st = sys::fstatat(up.fd(), &path).map_err(ioerr)?;
+        {
+            let mut g = wl(&self.inodes);
+            let k = (newparent, newname.to_owned());
+            g.children.insert(k.clone(), id);
+            if let Some(n) = g.nodes.get_mut(&id) {
+                n.names.push(k);
+                n.lookups += 1;
+            }
+        }
+        Ok(self.attr(id, 0, &path, &st))
+    }
+
+    fn do_create(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(FileAttr, OwnedFd, u64), Errno> {
+        let _ns = ml(&self.ns);
+        let (p, _) = self.prepare_create(parent, name)?;
+        let up = self.upper()?;
+        let path = sys::join(&p.path, name).map_err(ioerr)?;
+        let fl = self.open_flags(flags) | libc::O_CREAT | libc::O_EXCL;
+        let fd = sys::openat(up.fd(), &path, fl, mode & 0o7777).map_err(ioerr)?;
+        let abs = up.abs(&path).map_err(ioerr)?;
+        let owner = self.owner_for(req, &p.path);
+        if let Err(e) = self.set_owner(up.fd(), &path, &abs, libc::S_IFREG, 0, Some(owner), None) {
+            let _ = sys::unlinkat(up.fd(), &path, false);
+            return Err(ioerr(e));
+        }
+        let attr = self.finish_create(parent, name)?;
+        let id = attr.ino.0;
+        Ok((attr, fd, id))
+    }
+
+    fn open_flags(&self, flags: i32) -> i32 {
+        let mut f = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
+        if self.writeback.load(Ordering::Relaxed) {
+            // The kernel sends absolute offsets and may read to fill pages of a written file.
+            f &= !libc::O_APPEND;
+            if f & libc::O_ACCMODE == libc::O_WRONLY {
+                f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
+            }
+        }
+        f | libc::O_NOFOLLOW
+    }
+
+    // ------------------------------------------------------------------ removal
+
+    fn do_remove(&self, parent: u64, name: &OsStr, dir: bool) -> Result<(), Errno> {
+        let _ns = ml(&self.ns);
+        let p = self.info(parent)?;
+        let f = self.find_child(&p, name)?.ok_or(Errno::ENOENT)?;
+        let is_dir = sys::fmt(&f.st) == libc::S_IFDIR;
+        if dir && !is_dir {
+            return Err(Errno::ENOTDIR);
+        }
+        if !dir && is_dir {
+            return Err(Errno::EISDIR);
+        }
+        let path = sys::join(&p.path, name).map_err(ioerr)?;
+        if is_dir {
+            let ci = Info { path: path.clone(), layer: f.layer, bottom: f.bottom, fmt: libc::S_IFDIR };
+            if !self.list(&ci)?.is_empty() {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
+        self.copy_up(parent, true)?;
+        let p = self.info(parent)?;
+        let up = self.upper()?;
+        let below = self.lower_has(&p, name);
+        if f.layer == 0 {
+            if is_dir {
+                self.remove_upper_dir(&path).map_err(ioerr)?;
+            } else if below && self.mknod_wh.load(Ordering::Relaxed) {
+                // Replace the file by a whiteout in one rename.
+                let work = self.work()?;
+                let tmp = self.tmp_name();
+                match sys::mknodat(work, &tmp, libc::S_IFCHR, 0) {
+                    Ok(()) => {
+                        if let Err(e) = sys::renameat2(work, &tmp, up.fd(), &path, 0) {
+                            let _ = sys::unlinkat(work, &tmp, false);
+                            return Err(ioerr(e));
+                        }
+                        self.forget_name(parent, name);
+                        return Ok(());
+                    }
+                    Err(_) => sys::unlinkat(up.fd(), &path, false).map_err(ioerr)?,
+                }
+            } else {
+                sys::unlinkat(up.fd(), &path, false).map_err(ioerr)?;
+            }
+        }
+        if below {
+            self.create_whiteout(&p.path, name).map_err(ioerr)?;
+        }
+        self.forget_name(parent, name);
+        Ok(())
+    }
+
+    fn forget_name(&self, parent: u64, name: &OsStr) {
+        wl(&self.inodes).drop_alias(parent, name);
+    }
+
+    // ------------------------------------------------------------------ rename
+
+    fn do_rename(&self, parent: u64, name: &OsStr, np: u64, nn: &OsStr, flags: RenameFlags) -> Result<(), Errno> {
+        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+            return Err(Errno::EINVAL);
+        }
+        if nn.as_bytes().starts_with(WH_PREFIX) {
+            return Err(Errno::EINVAL);
+        }
+        let _ns = ml(&self.ns);
+        let p = self.info(parent)?;
+        let src = self.find_child(&p, name)?.ok_or(Errno::ENOENT)?;
+        let sdir = sys::fmt(&src.st) == libc::S_IFDIR;
+        let q = self.info(np)?;
+        let dst = self.find_child(&q, nn)?;
+        if sdir && (src.layer != 0 || src.bottom != 0) {
+            return Err(Errno::EXDEV);
+        }
+        let spath = sys::join(&p.path, name).map_err(ioerr)?;
+        let dpath = sys::join(&q.path, nn).map_err(ioerr)?;
+        if let Some(d) = &dst {
+            if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+                return Err(Errno::EEXIST);
+            }
+            let ddir = sys::fmt(&d.st) == libc::S_IFDIR;
+            if sdir && !ddir {
+                return Err(Errno::ENOTDIR);
+            }
+            if !sdir && ddir {
+                return Err(Errno::EISDIR);
+            }
+            if d.layer == src.layer && d.st.st_ino == src.st.st_ino && d.st.st_dev == src.st.st_dev {
+                return Ok(());
+            }
+            if ddir {
+                let di = Info { path: dpath.clone(), layer: d.layer, bottom: d.bottom, fmt: libc::S_IFDIR };
+                if !self.list(&di)?.is_empty() {
+                    return Err(Errno::ENOTEMPTY);
+                }
+            }
+        }
+        // The source node (the kernel looked it up before renaming).
+        let sid = rl(&self.inodes).children.get(&(parent, name.to_owned())).copied();
+        match sid {
+            Some(sid) => self.copy_up(sid, true)?,
+            None => {
+                self.copy_up(parent, true)?;
+                if src.layer != 0 {
+                    self.copy_object(src.layer, &spath, true).map_err(ioerr)?;
+                }
+            }
+        }
+        self.copy_up(np, true)?;
+        let p = self.info(parent)?;
+        let q = self.info(np)?;
+        let up = self.upper()?;
+        let src_below = self.lower_has(&p, name);
+        let dst_below = self.lower_has(&q, nn);
+        // Clear the destination in the upper layer.
+        if let Ok(st) = sys::fstatat(up.fd(), &dpath) {
+            if sys::fmt(&st) == libc::S_IFDIR {
+                self.remove_upper_dir(&dpath).map_err(ioerr)?;
+            } else if sys::is_whiteout(&st) || sdir {
+                sys::unlinkat(up.fd(), &dpath, false).map_err(ioerr)?;
+            }
+        }
+        let _ = sys::unlinkat(up.fd(), &sys::join(&q.path, &wh_name(nn)).map_err(ioerr)?, false);
+        if sdir && dst_below {
+            let abs = up.abs(&spath).map_err(ioerr)?;
+            self.make_opaque(up.fd(), &spath, &abs).map_err(ioerr)?;
+        }
+        let mut done = false;
+        if src_below && self.mknod_wh.load(Ordering::Relaxed) {
+            done = sys::renameat2(up.fd(), &spath, up.fd(), &dpath, libc::RENAME_WHITEOUT).is_ok();
+        }
+        if !done {
+            sys::renameat2(up.fd(), &spath, up.fd(), &dpath, 0).map_err(ioerr)?;
+            if src_below {
+                self.create_whiteout(&p.path, name).map_err(ioerr)?;
+            }
+        }
+        let mut g = wl(&self.inodes);
+        g.drop_alias(np, nn);
+        let k = (parent, name.to_owned());
+        if let Some(id) = g.children.remove(&k) {
+            let nk = (np, nn.to_owned());
+            g.children.insert(nk.clone(), id);
+            if let Some(n) = g.nodes.get_mut(&id) {
+                for x in n.names.iter_mut() {
+                    if *x == k {
+                        *x = nk.clone();
+                    }
+                }
+                n.layer = 0;
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ attributes
+
+    #[allow(clippy::too_many_arguments)]
+    fn do_setattr(
+        &self,
+        id: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> Result<FileAttr, Errno> {
+        {
+            let _ns = ml(&self.ns);
+            self.copy_up(id, size != Some(0))?;
+        }
+        let i = self.info(id)?;
+        let up = self.upper()?;
+        let abs = up.abs(&i.path).map_err(ioerr)?;
+        if uid.is_some() || gid.is_some() {
+            let du = match uid {
+                Some(u) => self.o.uid_map.to_disk(u).ok_or(Errno::EINVAL)?,
+                None => u32::MAX,
+            };
+            let dg = match gid {
+                Some(g) => self.o.gid_map.to_disk(g).ok_or(Errno::EINVAL)?,
+                None => u32::MAX,
+            };
+            if self.o.squash_to_root || self.o.squash_uid.is_some() || self.o.squash_gid.is_some() {
+                let _ = self.set_owner(up.fd(), &i.path, &abs, i.fmt, 0, Some((du, dg)), None);
+            } else {
+                self.set_owner(up.fd(), &i.path, &abs, i.fmt, 0, Some((du, dg)), None).map_err(ioerr)?;
+            }
+        }
+        if let Some(m) = mode {
+            self.set_owner(up.fd(), &i.path, &abs, i.fmt, 0, None, Some(m)).map_err(ioerr)?;
+        }
+        if let Some(sz) = size {
+            let h = fh.and_then(|fh| rl(&self.files).get(&fh.0).cloned());
+            match h {
+                Some(h) if h.node == id => sys::ftruncate(h.fd.as_fd(), sz).map_err(ioerr)?,
+                _ => {
+                    let fd = sys::openat(up.fd(), &i.path, libc::O_WRONLY | libc::O_NOFOLLOW, 0).map_err(ioerr)?;
+                    sys::ftruncate(fd.as_fd(), sz).map_err(ioerr)?;
+                }
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            let t = [timespec(atime), timespec(mtime)];
+            sys::utimensat(up.fd(), &i.path, &t).map_err(ioerr)?;
+        }
+        self.do_getattr(id, fh)
+    }
+
+    fn xattr_target(&self, id: u64) -> Result<(CString, usize), Errno> {
+        let i = self.info(id)?;
+        Ok((self.layers[i.layer].abs(&i.path).map_err(ioerr)?, i.layer))
+    }
+
+    // ------------------------------------------------------------------ open files
+
+    fn do_open(&self, id: u64, flags: i32) -> Result<(OwnedFd, u64, usize), Errno> {
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if write {
+            let _ns = ml(&self.ns);
+            self.copy_up(id, flags & libc::O_TRUNC == 0)?;
+        }
+        let i = self.info(id)?;
+        let fd = sys::openat(self.layers[i.layer].fd(), &i.path, self.open_flags(flags), 0).map_err(ioerr)?;
+        if flags & libc::O_TRUNC != 0 {
+            sys::ftruncate(fd.as_fd(), 0).map_err(ioerr)?;
+        }
+        Ok((fd, id, i.layer))
+    }
+
+    fn add_handle(&self, h: Arc<FileH>) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        wl(&self.files).insert(fh, h);
+        fh
+    }
+
+    /// A backing id for passthrough of `fd` (node `id`, file in `layer`), shared per node.
+    fn backing_for(
+        &self,
+        id: u64,
+        layer: usize,
+        fd: BorrowedFd<'_>,
+        open: impl FnOnce(BorrowedFd<'_>) -> io::Result<BackingId>,
+    ) -> Result<Option<Arc<BackingId>>, Errno> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut g = wl(&self.inodes);
+        let Some(n) = g.nodes.get_mut(&id) else { return Ok(None) };
+        if let Some(b) = &mut n.backing {
+            if b.layer == layer {
+                b.opens += 1;
+                return Ok(Some(b.id.clone()));
+            }
+            // The node was copied up while the lower file is open in passthrough mode; the
+            // kernel allows one backing file per inode.
+            tracing::warn!("open of a copied-up file while its lower copy is open: EBUSY");
+            return Err(Errno::EBUSY);
+        }
+        match open(fd) {
+            Ok(b) => {
+                let b = Arc::new(b);
+                n.backing = Some(Backing { id: b.clone(), opens: 1, layer });
+                Ok(Some(b))
+            }
+            Err(e) => {
+                tracing::info!("passthrough disabled: {e}");
+                self.passthrough.store(false, Ordering::Relaxed);
+                Ok(None)
+            }
+        }
+    }
+
+    fn release_backing(&self, id: u64) {
+        let mut g = wl(&self.inodes);
+        if let Some(n) = g.nodes.get_mut(&id) {
+            if let Some(b) = &mut n.backing {
+                b.opens = b.opens.saturating_sub(1);
+                if b.opens == 0 {
+                    n.backing = None;
+                }
+            }
+        }
+    }
+
+    fn handle(&self, fh: FileHandle) -> Result<Arc<FileH>, Errno> {
+        rl(&self.files).get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+}
+
+/// Copies the data of a regular file, keeping holes, with `copy_file_range` where it works.
+fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, st: &libc::stat) -> io::Result<()> {
+    let size = st.st_size as u64;
+    if size == 0 {
+        return Ok(());
+    }
+    let sparse = (st.st_blocks as u64) * 512 < size;
+    if sparse {
+        let mut pos: i64 = 0;
+        loop {
+            let start = match sys::lseek(src, pos, libc::SEEK_DATA) {
+                Ok(s) => s,
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+                Err(_) => {
+                    copy_range(src, dst, 0, size)?;
+                    break;
+                }
+            };
+            let end = sys::lseek(src, start, libc::SEEK_HOLE)?;
+            copy_range(src, dst, start as u64, end as u64)?;
+            pos = end;
+            if end as u64 >= size {
+                break;
+            }
+        }
+        sys::ftruncate(dst, size)
+    } else {
+        copy_range(src, dst, 0, size)
+    }
+}
+
+fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, start: u64, end: u64) -> io::Result<()> {
+    let mut so = start as i64;
+    let mut d_o = start as i64;
+    while (so as u64) < end {
+        let len = ((end - so as u64) as usize).min(1 << 30);
+        match sys::copy_file_range(src, &mut so, dst, &mut d_o, len) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV)
+                        | Some(libc::EINVAL)
+                        | Some(libc::ENOSYS)
+                        | Some(libc::EOPNOTSUPP)
+                        | Some(libc::EPERM)
+                ) =>
+            {
+                let mut buf = vec![0u8; 1 << 20];
+                while (so as u64) < end {
+                    let want = ((end - so as u64) as usize).min(buf.len());
+                    let n = sys::pread(src, &mut buf[..want], so as u64)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    let mut w = 0;
+                    while w < n {
+                        w += sys::pwrite(dst, &buf[w..n], (d_o as u64) + w as u64)?;
+                    }
+                    so += n as i64;
+                    d_o += n as i64;
+                }
+                return Ok(());
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+macro_rules! reply_err {
+    ($reply:expr, $res:expr, $ok:ident => $body:expr) => {
+        match $res {
+            Ok($ok) => $body,
+            Err(e) => $reply.error(e),
+        }
+    };
+}
+
+impl Filesystem for Overlay {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let caps = config.capabilities();
+        let mut want = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_SPLICE_READ
+            | InitFlags::FUSE_SPLICE_WRITE
+            | InitFlags::FUSE_SPLICE_MOVE
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_ASYNC_DIO
+            | InitFlags::FUSE_MAX_PAGES;
+        if !self.same_dev {
+            want |= InitFlags::FUSE_NO_EXPORT_SUPPORT;
+        }
+        let mut passthrough = false;
+        if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) && config.set_max_stack_depth(2).is_ok()
+        {
+            want |= InitFlags::FUSE_PASSTHROUGH;
+            passthrough = true;
+        }
+        if !passthrough && self.o.writeback && caps.contains(InitFlags::FUSE_WRITEBACK_CACHE) {
+            want |= InitFlags::FUSE_WRITEBACK_CACHE;
+            self.writeback.store(true, Ordering::Relaxed);
+        }
+        let _ = config.add_capabilities(want & caps);
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_background(64);
+        self.passthrough.store(passthrough, Ordering::Relaxed);
+        tracing::info!(passthrough, writeback = self.writeback.load(Ordering::Relaxed), "FUSE session initialised");
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        tracing::debug!(
+            passthrough_opens = self.stats.passthrough_opens.load(Ordering::Relaxed),
+            copy_ups = self.stats.copy_ups.load(Ordering::Relaxed),
+            "unmounted"
+        );
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        reply_err!(reply, self.do_lookup(parent.0, name), a => reply.entry(&self.ttl, &a, Generation(0)))
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        wl(&self.inodes).forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        reply_err!(reply, self.do_getattr(ino.0, fh), a => reply.attr(&self.ttl, &a))
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let r = self.do_setattr(ino.0, mode, uid, gid, size, atime, mtime, fh);
+        reply_err!(reply, r, a => reply.attr(&self.ttl, &a))
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let r = self.info(ino.0).and_then(|i| sys::readlinkat(self.layers[i.layer].fd(), &i.path).map_err(ioerr));
+        reply_err!(reply, r, t => reply.data(&t))
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let r = self.do_mknod(req, parent.0, name, mode & !(umask & 0o777), rdev);
+        reply_err!(reply, r, a => reply.entry(&self.ttl, &a, Generation(0)))
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let r = self.do_mkdir(req, parent.0, name, mode & !umask);
+        reply_err!(reply, r, a => reply.entry(&self.ttl, &a, Generation(0)))
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_err!(reply, self.do_remove(parent.0, name, false), _x => reply.ok())
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_err!(reply, self.do_remove(parent.0, name, true), _x => reply.ok())
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let r = self.do_symlink(req, parent.0, link_name, target);
+        reply_err!(reply, r, a => reply.entry(&self.ttl, &a, Generation(0)))
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply_err!(reply, self.do_rename(parent.0, name, newparent.0, newname, flags), _x => reply.ok())
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let r = self.do_link(ino.0, newparent.0, newname);
+        reply_err!(reply, r, a => reply.entry(&self.ttl, &a, Generation(0)))
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (fd, id, layer) = match self.do_open(ino.0, flags.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        match self.backing_for(id, layer, fd.as_fd(), |fd| reply.open_backing(fd)) {
+            Ok(Some(b)) => {
+                let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: true }));
+                self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b);
+            }
+            Ok(None) => {
+                let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: false }));
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match sys::pread(h.fd.as_fd(), &mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return reply.error(ioerr(e)),
+            }
+        }
+        reply.data(&buf[..got]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let mut done = 0;
+        while done < data.len() {
+            match sys::pwrite(h.fd.as_fd(), &data[done..], offset + done as u64) {
+                Ok(n) => done += n,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return reply.error(ioerr(e)),
+            }
+        }
+        reply.written(done as u32);
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Some(h) = wl(&self.files).remove(&fh.0) {
+            if h.backed {
+                self.release_backing(h.node);
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        if !self.o.fsync {
+            return reply.ok();
+        }
+        let r = self.handle(fh).and_then(|h| sys::fsync(h.fd.as_fd(), datasync).map_err(ioerr));
+        reply_err!(reply, r, _x => reply.ok())
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let r = self.info(ino.0).and_then(|i| self.list(&i));
+        match r {
+            Ok(list) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                ml(&self.dirs).insert(fh, Arc::new(list));
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let Some(list) = ml(&self.dirs).get(&fh.0).cloned() else { return reply.error(Errno::EBADF) };
+        let mut off = offset;
+        if off == 0 {
+            if reply.add(ino, 1, FileType::Directory, ".") {
+                return reply.ok();
+            }
+            off = 1;
+        }
+        if off == 1 {
+            if reply.add(ino, 2, FileType::Directory, "..") {
+                return reply.ok();
+            }
+            off = 2;
+        }
+        for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
+            let ino = {
+                let mut g = wl(&self.inodes);
+                self.ino_for(&mut g, e.layer, e.ino)
+            };
+            if reply.add(INodeNo(ino), i as u64 + 3, kind_of(e.fmt), &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let Some(list) = ml(&self.dirs).get(&fh.0).cloned() else { return reply.error(Errno::EBADF) };
+        let dir = match self.info(ino.0) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let mut off = offset;
+        if off < 2 {
+            if let Ok(a) = self.do_getattr(ino.0, None) {
+                if off == 0 && reply.add(ino, 1, ".", &self.ttl, &a, Generation(0)) {
+                    return reply.ok();
+                }
+                if reply.add(ino, 2, "..", &self.ttl, &a, Generation(0)) {
+                    return reply.ok();
+                }
+            }
+            off = 2;
+        }
+        for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
+            let Ok(path) = sys::join(&dir.path, &e.name) else { continue };
+            let Ok(st) = sys::fstatat(self.layers[e.layer].fd(), &path) else { continue };
+            let bottom = if sys::fmt(&st) == libc::S_IFDIR {
+                self.compute_bottom(&path, Some((&dir.path, &e.name)), e.layer, dir.bottom)
+            } else {
+                e.layer
+            };
+            let f = Found { layer: e.layer, st, bottom };
+            let id = self.remember(ino.0, &e.name, &f);
+            let a = self.attr(id, e.layer, &path, &st);
+            if reply.add(INodeNo(id), i as u64 + 3, &e.name, &self.ttl, &a, Generation(0)) {
+                wl(&self.inodes).forget(id, 1);
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        ml(&self.dirs).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match sys::fstatvfs(self.layers[0].fd()) {
+            Ok(s) => {
+                let namemax = if self.mknod_wh.load(Ordering::Relaxed) { s.f_namemax } else { s.f_namemax - 4 };
+                reply.statfs(
+                    s.f_blocks,
+                    s.f_bfree,
+                    s.f_bavail,
+                    s.f_files,
+                    s.f_ffree,
+                    s.f_bsize as u32,
+                    namemax as u32,
+                    s.f_frsize as u32,
+                )
+            }
+            Err(e) => reply.error(ioerr(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if self.o.noxattrs {
+            return reply.error(Errno::ENOTSUP);
+        }
+        if is_private_xattr(name.as_bytes()) {
+            return reply.error(Errno::EPERM);
+        }
+        let r = (|| {
+            {
+                let _ns = ml(&self.ns);
+                self.copy_up(ino.0, true)?;
+            }
+            let (abs, _) = self.xattr_target(ino.0)?;
+            let n = sys::cstr(name.as_bytes()).map_err(ioerr)?;
+            sys::setxattr(XTarget::Path(&abs), &n, value, flags).map_err(ioerr)
+        })();
+        reply_err!(reply, r, _x => reply.ok())
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if self.o.noxattrs {
+            return reply.error(Errno::ENOTSUP);
+        }
+        if is_private_xattr(name.as_bytes()) {
+            return reply.error(Errno::ENODATA);
+        }
+        let r = (|| {
+            let (abs, _) = self.xattr_target(ino.0)?;
+            let n = sys::cstr(name.as_bytes()).map_err(ioerr)?;
+            sys::getxattr(XTarget::Path(&abs), &n, size as usize).map_err(ioerr)
+        })();
+        match r {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if self.o.noxattrs {
+            return reply.error(Errno::ENOTSUP);
+        }
+        let r = (|| {
+            let (abs, _) = self.xattr_target(ino.0)?;
+            sys::listxattr(&abs).map_err(ioerr)
+        })();
+        match r {
+            Ok(list) => {
+                let mut out = Vec::new();
+                for n in list.split(|b| *b == 0).filter(|n| !n.is_empty() && !is_private_xattr(n)) {
+                    out.extend_from_slice(n);
+                    out.push(0);
+                }
+                if size == 0 {
+                    reply.size(out.len() as u32)
+                } else if out.len() > size as usize {
+                    reply.error(Errno::ERANGE)
+                } else {
+                    reply.data(&out)
+                }
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.o.noxattrs {
+            return reply.error(Errno::ENOTSUP);
+        }
+        if is_private_xattr(name.as_bytes()) {
+            return reply.error(Errno::ENODATA);
+        }
+        let r = (|| {
+            {
+                let _ns = ml(&self.ns);
+                self.copy_up(ino.0, true)?;
+            }
+            let (abs, _) = self.xattr_target(ino.0)?;
+            let n = sys::cstr(name.as_bytes()).map_err(ioerr)?;
+            sys::removexattr(&abs, &n).map_err(ioerr)
+        })();
+        reply_err!(reply, r, _x => reply.ok())
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (a, fd, id) = match self.do_create(req, parent.0, name, mode & !umask, flags) {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        match self.backing_for(id, 0, fd.as_fd(), |fd| reply.open_backing(fd)) {
+            Ok(Some(b)) => {
+                let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: true }));
+                self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+                reply.created_passthrough(&self.ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty(), &b);
+            }
+            Ok(None) => {
+                let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: false }));
+                reply.created(&self.ttl, &a, Generation(0), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.handle(fh).and_then(|h| sys::fallocate(h.fd.as_fd(), mode, offset, length).map_err(ioerr));
+        reply_err!(reply, r, _x => reply.ok())
+    }
+
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        let r = self.handle(fh).and_then(|h| sys::lseek(h.fd.as_fd(), offset, whence).map_err(ioerr));
+        reply_err!(reply, r, o => reply.offset(o))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn override_values() {
+        let o = Override::parse(b"1000:1011:0644:file").unwrap();
+        assert_eq!((o.uid, o.gid, o.mode, o.kind), (1000, 1011, 0o644, Some((libc::S_IFREG, 0))));
+        let o = Override::parse(b"1005:1016:0600:block-8-0").unwrap();
+        assert_eq!(o.kind, Some((libc::S_IFBLK, libc::makedev(8, 0))));
+        let o = Override::parse(b"0:0:4755").unwrap();
+        assert_eq!((o.mode, o.kind), (0o4755, None));
+        assert_eq!(
+            Override::parse(b"1006:1017:0600:char-1-3").unwrap().format(libc::S_IFCHR, libc::makedev(1, 3)),
+            "1006:1017:0600:char-1-3"
+        );
+        assert!(Override::parse(b"x:0:0").is_none());
+    }
+}

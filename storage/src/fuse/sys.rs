@@ -1,0 +1,329 @@
+//! Thin wrappers over the `*at` system calls and xattr calls the overlay needs. Every
+//! `unsafe` block of the file system lives here; callers get `io::Result`s.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Builds a C string; names with a NUL byte cannot exist, so they become EINVAL.
+pub fn cstr(b: &[u8]) -> io::Result<CString> {
+    CString::new(b).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// `parent/name` (or just `name` when the parent is the root).
+pub fn join(parent: &CStr, name: &OsStr) -> io::Result<CString> {
+    let p = parent.to_bytes();
+    if p == b"." {
+        return cstr(name.as_bytes());
+    }
+    let mut v = Vec::with_capacity(p.len() + 1 + name.len());
+    v.extend_from_slice(p);
+    v.push(b'/');
+    v.extend_from_slice(name.as_bytes());
+    cstr(&v)
+}
+
+/// `lstat` relative to `dir`.
+pub fn fstatat(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is NUL-terminated and `st` is valid for writes of one `stat`.
+    check(unsafe { libc::fstatat(dir.as_raw_fd(), path.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) })?;
+    // SAFETY: fstatat succeeded, so it filled `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `fstat` of an open file.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is valid for writes of one `stat`.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it filled `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `openat(2)`; the result is close-on-exec.
+pub fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is NUL-terminated; the mode argument is read only with O_CREAT/O_TMPFILE.
+    let fd =
+        check(unsafe { libc::openat(dir.as_raw_fd(), path.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
+    // SAFETY: the kernel just returned this descriptor and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `open(2)` of an absolute path; the result is close-on-exec.
+pub fn open_abs(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is NUL-terminated; no mode is needed without O_CREAT.
+    let fd = check(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: the kernel just returned this descriptor and nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `mkdirat(2)`.
+pub fn mkdirat(dir: BorrowedFd<'_>, path: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), path.as_ptr(), mode) }).map(drop)
+}
+
+/// `mknodat(2)`.
+pub fn mknodat(dir: BorrowedFd<'_>, path: &CStr, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), path.as_ptr(), mode, dev) }).map(drop)
+}
+
+/// `symlinkat(2)`.
+pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, path: &CStr) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated.
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), path.as_ptr()) }).map(drop)
+}
+
+/// `readlinkat(2)`.
+pub fn readlinkat(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `path` is NUL-terminated.
+    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// `linkat(2)` without following symlinks.
+pub fn linkat(odir: BorrowedFd<'_>, old: &CStr, ndir: BorrowedFd<'_>, new: &CStr) -> io::Result<()> {
+    // SAFETY: both paths are NUL-terminated.
+    check(unsafe { libc::linkat(odir.as_raw_fd(), old.as_ptr(), ndir.as_raw_fd(), new.as_ptr(), 0) }).map(drop)
+}
+
+/// `unlinkat(2)`; `dir_flag` removes a directory.
+pub fn unlinkat(dir: BorrowedFd<'_>, path: &CStr, is_dir: bool) -> io::Result<()> {
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), path.as_ptr(), flags) }).map(drop)
+}
+
+/// `renameat2(2)`.
+pub fn renameat2(odir: BorrowedFd<'_>, old: &CStr, ndir: BorrowedFd<'_>, new: &CStr, flags: u32) -> io::Result<()> {
+    // SAFETY: both paths are NUL-terminated.
+    check(unsafe { libc::renameat2(odir.as_raw_fd(), old.as_ptr(), ndir.as_raw_fd(), new.as_ptr(), flags) }).map(drop)
+}
+
+/// `fchownat(2)` without following symlinks.
+pub fn lchownat(dir: BorrowedFd<'_>, path: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::fchownat(dir.as_raw_fd(), path.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+}
+
+/// `fchmodat(2)` (follows nothing: never called on symlinks).
+pub fn fchmodat(dir: BorrowedFd<'_>, path: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::fchmodat(dir.as_raw_fd(), path.as_ptr(), mode, 0) }).map(drop)
+}
+
+/// `utimensat(2)` without following symlinks.
+pub fn utimensat(dir: BorrowedFd<'_>, path: &CStr, times: &[libc::timespec; 2]) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated and `times` points at two timespecs.
+    check(unsafe { libc::utimensat(dir.as_raw_fd(), path.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+        .map(drop)
+}
+
+/// `ftruncate(2)`.
+pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    // SAFETY: plain system call on a borrowed descriptor.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) }).map(drop)
+}
+
+/// `pread(2)` into `buf`; returns the bytes read.
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off as libc::off_t) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `pwrite(2)`; returns the bytes written.
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+    let n = unsafe { libc::pwrite(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), off as libc::off_t) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `fsync(2)` or `fdatasync(2)`.
+pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> io::Result<()> {
+    // SAFETY: plain system calls on a borrowed descriptor.
+    check(unsafe {
+        if datasync {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    })
+    .map(drop)
+}
+
+/// `fallocate(2)`.
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain system call on a borrowed descriptor.
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) }).map(drop)
+}
+
+/// `lseek(2)`.
+pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: i32) -> io::Result<i64> {
+    // SAFETY: plain system call on a borrowed descriptor.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off as libc::off_t, whence) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `fstatvfs(2)`.
+pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
+    let mut st = MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `st` is valid for writes of one `statvfs`.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatvfs succeeded, so it filled `st`.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// One `copy_file_range(2)` call; returns the bytes copied (0 at end of file).
+pub fn copy_file_range(
+    src: BorrowedFd<'_>,
+    soff: &mut i64,
+    dst: BorrowedFd<'_>,
+    doff: &mut i64,
+    len: usize,
+) -> io::Result<usize> {
+    // SAFETY: the offsets are valid `loff_t` pointers for the duration of the call.
+    let n = unsafe { libc::copy_file_range(src.as_raw_fd(), soff, dst.as_raw_fd(), doff, len, 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Converts a kernel "size or -1" result of an xattr call.
+fn xret(n: libc::ssize_t) -> io::Result<usize> {
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Where an xattr call goes: a path (not following a final symlink) or an open file.
+#[derive(Clone, Copy)]
+pub enum XTarget<'a> {
+    /// An absolute path.
+    Path(&'a CStr),
+    /// An open descriptor (not O_PATH).
+    Fd(RawFd),
+}
+
+/// `lgetxattr`/`fgetxattr` into a buffer of `size` bytes (0 = ask for the size).
+pub fn getxattr(t: XTarget<'_>, name: &CStr, size: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size];
+    let ptr = if size == 0 { std::ptr::null_mut() } else { buf.as_mut_ptr().cast() };
+    // SAFETY: `ptr` is null (size query) or valid for `size` bytes; strings are NUL-terminated.
+    let n = xret(unsafe {
+        match t {
+            XTarget::Path(p) => libc::lgetxattr(p.as_ptr(), name.as_ptr(), ptr, size),
+            XTarget::Fd(fd) => libc::fgetxattr(fd, name.as_ptr(), ptr, size),
+        }
+    })?;
+    if size == 0 {
+        return Ok(vec![0; n]);
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Reads a whole xattr value, growing the buffer as needed. `Ok(None)` when absent.
+pub fn getxattr_full(t: XTarget<'_>, name: &CStr) -> io::Result<Option<Vec<u8>>> {
+    let mut size = 256;
+    loop {
+        match getxattr(t, name, size) {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) && size < 1 << 20 => size *= 8,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `lsetxattr`/`fsetxattr`.
+pub fn setxattr(t: XTarget<'_>, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+    // SAFETY: `value` is valid for reads of its length; strings are NUL-terminated.
+    check(unsafe {
+        match t {
+            XTarget::Path(p) => libc::lsetxattr(p.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), flags),
+            XTarget::Fd(fd) => libc::fsetxattr(fd, name.as_ptr(), value.as_ptr().cast(), value.len(), flags),
+        }
+    })
+    .map(drop)
+}
+
+/// `lremovexattr`.
+pub fn removexattr(p: &CStr, name: &CStr) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated.
+    check(unsafe { libc::lremovexattr(p.as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+/// `llistxattr`: the NUL-separated list of names.
+pub fn listxattr(p: &CStr) -> io::Result<Vec<u8>> {
+    loop {
+        // SAFETY: a null buffer with size 0 asks for the needed size.
+        let n = xret(unsafe { libc::llistxattr(p.as_ptr(), std::ptr::null_mut(), 0) })?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; n];
+        // SAFETY: `buf` is valid for writes of `n` bytes.
+        match xret(unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), n) }) {
+            Ok(m) => {
+                buf.truncate(m);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The mode bits of a stat, as the `S_IFMT` part.
+pub fn fmt(st: &libc::stat) -> u32 {
+    st.st_mode & libc::S_IFMT
+}
+
+/// Whether a stat is an overlay whiteout (a 0/0 character device).
+pub fn is_whiteout(st: &libc::stat) -> bool {
+    fmt(st) == libc::S_IFCHR && st.st_rdev == 0
+}
+
+/// An errno as an `io::Error`.
+pub fn err(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+/// The errno of an error (EIO when it has none).
+pub fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}

@@ -1,0 +1,1 @@
+//! fuse-overlay integration tests (placeholder).
