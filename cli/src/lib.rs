@@ -8,6 +8,7 @@ pub mod commands;
 pub mod engine;
 pub mod format;
 pub mod reference;
+pub mod rootless;
 
 use std::path::PathBuf;
 
@@ -104,6 +105,8 @@ pub enum Command {
     Restart(container::StopArgs),
     /// Run a process in a running container
     Exec(container::ExecArgs),
+    /// Attach to a running container
+    Attach(container::AttachArgs),
     /// List containers
     Ps(container::PsArgs),
     /// Fetch the logs of one or more containers
@@ -187,6 +190,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Kill(a) => container::kill(cli, a),
         Command::Restart(a) => container::restart(cli, a),
         Command::Exec(a) => container::exec(cli, a),
+        Command::Attach(a) => container::attach(cli, a),
         Command::Ps(a) => container::ps(cli, a),
         Command::Logs(a) => container::logs(cli, a),
         Command::Inspect(a) => container::inspect(cli, a),

@@ -991,6 +991,30 @@ fn run_tty() {
 }
 
 #[test]
+fn detached_stdin_and_attach() {
+    if skip_unless_root("detached_stdin_and_attach") {
+        return;
+    }
+    let w = World::new();
+    let rpod = env!("CARGO_BIN_EXE_rpod");
+    let root = w.root();
+    // run -d -i: stdin stays open for `rpod attach`, which ends with the container.
+    w.ok(&["run", "-d", "-i", "--name", "a1", IMG, "sh", "-c", "read x; echo got $x; exit 6"]);
+    let o = w.sh(&format!("sleep 0.3; echo hello | {rpod} --root {} attach a1", root.display()));
+    assert_eq!((o.code, o.stdout.as_str()), (6, "got hello\n"), "{o:?}");
+    // With a terminal too.
+    w.ok(&["run", "-d", "-i", "-t", "--name", "a2", IMG, "sh", "-c", "read x; echo got $x"]);
+    let o = w.sh(&format!("sleep 0.3; echo hello | {rpod} --root {} attach a2", root.display()));
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("got hello"), "{o:?}");
+    // Not running: refused.
+    w.fails(&["attach", "a1"], 125);
+    w.ok(&["rm", "a1", "a2"]);
+    assert!(w.ps_all().is_empty());
+    w.assert_clean();
+}
+
+#[test]
 fn exec_tty() {
     if skip_unless_root("exec_tty") {
         return;

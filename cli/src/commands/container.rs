@@ -256,6 +256,17 @@ pub struct PortArgs {
     pub port: Option<String>,
 }
 
+/// `rpod attach` arguments.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Do not attach STDIN
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// Container (name or ID)
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
 /// `rpod __monitor` arguments.
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
@@ -537,6 +548,40 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> anyhow::Result<()> {
         if let (true, Some(mut f)) = (a.follow, file) {
             follow(&e, &c.id, &mut f)?;
         }
+    }
+    Ok(())
+}
+
+/// Runs `rpod attach`: our stdin to the container's input (when it was started with `-i`),
+/// its output (appended to the log from now on) to our stdout, until it exits; exits with
+/// its code.
+pub fn attach(cli: &Cli, a: &AttachArgs) -> anyhow::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let e = engine(cli)?;
+    let c = e.db.lookup(&a.container)?;
+    if c.state != State::Running {
+        anyhow::bail!("you can only attach to running containers: container state improper");
+    }
+    let mut f = std::fs::File::open(e.run_dir(&c.id).join("ctr.log"))?;
+    f.seek(SeekFrom::End(0))?;
+    let mut raw = None;
+    if !a.no_stdin && c.config.interactive {
+        let sock = Engine::attach_socket(&c.id);
+        let mut conn = std::os::unix::net::UnixStream::connect(&sock)
+            .map_err(|err| anyhow::anyhow!("attaching to the input of container {}: {err}", c.id))?;
+        if c.config.tty {
+            raw = crate::engine::tty::RawMode::enter(0);
+        }
+        // Never joined: a read of our stdin may block until we exit.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut conn);
+        });
+    }
+    follow(&e, &c.id, &mut f)?;
+    drop(raw);
+    let code = e.db.get(&c.id)?.map(|x| x.exit_code).unwrap_or(0);
+    if code != 0 {
+        return Err(exit_with(i32::try_from(code).unwrap_or(EXIT_ERROR), ""));
     }
     Ok(())
 }

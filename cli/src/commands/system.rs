@@ -122,7 +122,7 @@ pub fn info(cli: &Cli) -> anyhow::Result<Value> {
             "graphDriverName": "overlay",
             "graphRoot": e.root.display().to_string(),
             "imageStore": {"number": images},
-            "runRoot": crate::engine::RUNTIME_ROOT,
+            "runRoot": crate::engine::runtime_root().display().to_string(),
             "networkConfigDir": e.root.join("networks").display().to_string(),
             "podStore": {"number": e.db.pods()?.len()},
         },

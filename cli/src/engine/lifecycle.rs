@@ -794,7 +794,7 @@ pub fn runtime_error_code(msg: &str) -> i32 {
 /// Creates and starts the container with the runtime; returns its PID (and the terminal's
 /// master with `-t`). On error the runtime's state is removed and the error carries
 /// podman's exit code.
-pub fn launch(engine: &Engine, c: &Container, out: &Output) -> anyhow::Result<(i64, Option<OwnedFd>)> {
+pub fn launch(engine: &Engine, c: &Container, out: &Output) -> anyhow::Result<Launched> {
     let dir = engine.run_dir(&c.id);
     let _ = std::fs::remove_file(dir.join("runc.log"));
     let _ = std::fs::remove_file(dir.join("pidfile"));
@@ -809,7 +809,15 @@ pub fn launch(engine: &Engine, c: &Container, out: &Output) -> anyhow::Result<(i
     // Options before the ID: crun takes none after it.
     cmd.arg(&c.id);
     let interactive = matches!(out, Output::Inherit) && c.config.interactive && console.is_none();
-    cmd.stdin(if interactive { Stdio::inherit() } else { Stdio::null() });
+    // Detached with -i: the container reads a pipe the monitor keeps open for `rpod attach`.
+    let mut input = None;
+    if matches!(out, Output::Log) && c.config.interactive && console.is_none() {
+        let (r, w) = nix::unistd::pipe().context("creating the stdin pipe")?;
+        cmd.stdin(Stdio::from(r));
+        input = Some(w);
+    } else {
+        cmd.stdin(if interactive { Stdio::inherit() } else { Stdio::null() });
+    }
     match out {
         Output::Log => {
             let log =
@@ -821,6 +829,8 @@ pub fn launch(engine: &Engine, c: &Container, out: &Output) -> anyhow::Result<(i
         }
     }
     let st = cmd.status().with_context(|| format!("running {}", engine.runtime_of(c)))?;
+    // Our copy of the read end goes with the command.
+    drop(cmd);
     if !st.success() {
         let _ = engine.runtime_cmd_for(c).args(["delete", "--force", &c.id]).stderr(Stdio::null()).status();
         let msg = runtime_error(&dir).unwrap_or_else(|| format!("{} create failed ({st})", engine.runtime_of(c)));
@@ -850,7 +860,64 @@ pub fn launch(engine: &Engine, c: &Container, out: &Output) -> anyhow::Result<(i
         let msg = runtime_error(&dir).unwrap_or_else(|| format!("{} start failed ({st})", engine.runtime_of(c)));
         return Err(exit_with(runtime_error_code(&msg), msg));
     }
-    Ok((pid, master))
+    Ok(Launched { pid, master, input })
+}
+
+/// A container the runtime started.
+#[derive(Debug)]
+pub struct Launched {
+    /// Its PID.
+    pub pid: i64,
+    /// The terminal's master (`-t`).
+    pub master: Option<OwnedFd>,
+    /// The write end of its stdin (detached `-i` without `-t`).
+    pub input: Option<OwnedFd>,
+}
+
+/// Serves `rpod attach` for a detached `-i` container: every connection's bytes go to the
+/// container's input (its stdin pipe, or its terminal). The socket goes with the returned
+/// guard.
+fn serve_attach(id: &str, input: OwnedFd) -> anyhow::Result<AttachServer> {
+    use std::os::unix::net::UnixListener;
+    let path = Engine::attach_socket(id);
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    let input = std::sync::Arc::new(File::from(input));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let input = input.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match std::io::Read::read(&mut conn, &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if (&*input).write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(AttachServer { path })
+}
+
+/// Removes the attach socket on drop.
+#[derive(Debug)]
+struct AttachServer {
+    path: std::path::PathBuf,
+}
+
+impl Drop for AttachServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// The last SIGINT/SIGTERM/SIGHUP received while a foreground container runs (0: none).
@@ -933,7 +1000,7 @@ pub fn supervise(
     if matches!(out, Output::Inherit) && !c.config.tty {
         return run_foreground(engine, c, started);
     }
-    let (pid, master) = match launch(engine, c, &out) {
+    let Launched { pid, master, input } = match launch(engine, c, &out) {
         Ok(x) => x,
         Err(e) => {
             let msg = format!("{e:#}");
@@ -944,6 +1011,16 @@ pub fn supervise(
         }
     };
     engine.db.set_running(&c.id, pid, i64::from(std::process::id()), crate::format::now())?;
+    // Detached with -i: input from `rpod attach` (to the pipe, or to the terminal).
+    let attach_input = match (&out, c.config.interactive) {
+        (Output::Log, true) => input.or_else(|| master.as_ref().and_then(|m| m.try_clone().ok())),
+        _ => None,
+    };
+    let _attach = attach_input.and_then(|i| {
+        serve_attach(&c.id, i)
+            .map_err(|e| tracing::warn!(container = %c.id, error = %format!("{e:#}"), "no attach socket"))
+            .ok()
+    });
     let mut raw = None;
     let mut winch = None;
     let relay = master.and_then(|m| {

@@ -30,10 +30,28 @@ use rpod_wire::{NetworkOptions, StatusBlock};
 
 use crate::Cli;
 
+/// The run directory of a rootful engine.
+pub const ROOTFUL_RUN_DIR: &str = "/run/rpod";
+
+/// The run directory: `/run/rpod` for root, the user's private one in rootless mode
+/// (see [`crate::rootless`]). It holds things that vanish on reboot, like the processes they
+/// describe: network namespaces, the runtime's state, console and attach sockets.
+pub fn run_base() -> PathBuf {
+    match crate::rootless::mode() {
+        Some(r) => r.run_dir.clone(),
+        None => PathBuf::from(ROOTFUL_RUN_DIR),
+    }
+}
+
 /// Where network namespaces are mounted.
-pub const NETNS_DIR: &str = "/run/rpod/netns";
+pub fn netns_dir() -> PathBuf {
+    run_base().join("netns")
+}
+
 /// The OCI runtime's state directory (`runc --root`).
-pub const RUNTIME_ROOT: &str = "/run/rpod/runc";
+pub fn runtime_root() -> PathBuf {
+    run_base().join("runc")
+}
 
 /// A 64-hex random ID.
 pub fn random_id() -> String {
@@ -87,9 +105,14 @@ impl Engine {
         self.root.join("containers-run").join(id)
     }
 
+    /// The socket `rpod attach` writes a detached `-i` container's input to.
+    pub fn attach_socket(id: &str) -> PathBuf {
+        run_base().join("attach").join(format!("{}.sock", &id[..id.len().min(16)]))
+    }
+
     /// A container's network namespace path.
     pub fn netns_path(id: &str) -> PathBuf {
-        Path::new(NETNS_DIR).join(id)
+        netns_dir().join(id)
     }
 
     /// netd's `--config` directory.
@@ -244,7 +267,7 @@ pub fn hybrid_cgroups() -> bool {
     unified && !root_is_v2
 }
 
-/// A command running `runtime --root RUNTIME_ROOT`. crun on hybrid cgroups runs in a
+/// A command running `runtime --root <run dir>/runc`. crun on hybrid cgroups runs in a
 /// private mount namespace where a plain cgroup2 filesystem is mounted on `/sys/fs/cgroup`.
 pub fn runtime_cmd(runtime: &str) -> Command {
     let is_crun = Path::new(runtime).file_name().is_some_and(|n| n == "crun");
@@ -263,7 +286,7 @@ pub fn runtime_cmd(runtime: &str) -> Command {
     } else {
         Command::new(runtime)
     };
-    c.arg("--root").arg(RUNTIME_ROOT);
+    c.arg("--root").arg(runtime_root());
     c
 }
 

@@ -20,9 +20,9 @@ pub struct ConsoleSocket {
 }
 
 impl ConsoleSocket {
-    /// Listens on a fresh socket under `/run/rpod`.
+    /// Listens on a fresh socket under the run directory.
     pub fn new() -> anyhow::Result<ConsoleSocket> {
-        let dir = PathBuf::from("/run/rpod/console");
+        let dir = super::run_base().join("console");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(format!("{}.sock", &super::random_id()[..16]));
         let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
