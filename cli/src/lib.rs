@@ -128,21 +128,49 @@ pub enum Command {
     /// Manage rpod
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Run a command in a modified user namespace (rootless)
+    Unshare(system::UnshareArgs),
     /// The per-container monitor (internal)
     #[command(name = "__monitor", hide = true)]
     Monitor(container::MonitorArgs),
+    /// The rootless pause process (internal)
+    #[command(name = "__pause", hide = true)]
+    Pause(PauseArgs),
+}
+
+/// `rpod __pause` arguments.
+#[derive(Debug, clap::Args)]
+pub struct PauseArgs {
+    /// Stay in the caller's namespaces (they are already the user's)
+    #[arg(long)]
+    pub no_unshare: bool,
 }
 
 impl Cli {
-    /// The store root: `--root`, else the default for this user.
+    /// The store root: `--root`, else the default for this user (rootless:
+    /// `$XDG_DATA_HOME/rpod/storage` or `~/.local/share/rpod/storage`).
     pub fn root(&self) -> PathBuf {
-        self.root.clone().unwrap_or_else(rpod_storage::default_root)
+        if let Some(r) = &self.root {
+            return r.clone();
+        }
+        if rootless::is_rootless() {
+            return rpod_storage::store::default_user_root(
+                std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
+                std::env::var_os("HOME").map(PathBuf::from),
+            );
+        }
+        rpod_storage::default_root()
     }
 
-    /// Opens the store.
+    /// Opens the store (rootless: private to the user, user xattrs for overlay).
     pub fn store(&self) -> anyhow::Result<rpod_storage::Store> {
         let root = self.root();
         tracing::debug!(root = %root.display(), "opening store");
+        if rootless::is_rootless() {
+            let store = rpod_storage::Store::open_with(&root, true)?;
+            rootless::make_private(store.root());
+            return Ok(store);
+        }
         Ok(rpod_storage::Store::open(&root)?)
     }
 }
@@ -200,7 +228,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Pod(c) => pod::run(cli, c),
         Command::Info(a) => system::run_info(cli, a),
         Command::System(c) => system::run(cli, c),
+        Command::Unshare(a) => system::unshare(cli, a),
         Command::Monitor(a) => container::monitor(cli, a),
+        Command::Pause(a) => rootless::pause_main(!a.no_unshare),
     }
 }
 
@@ -214,6 +244,17 @@ pub fn main_exit() -> i32 {
             return code;
         }
     };
+    match &cli.command {
+        Command::Pause(a) => rootless::pause_main(!a.no_unshare),
+        Command::Version(_) => {}
+        _ => {
+            // First, while the process is single-threaded: a non-root user joins (creating)
+            // the user's namespaces.
+            if let Err(e) = rootless::init() {
+                return report(&e.context("rootless mode"));
+            }
+        }
+    }
     match run(&cli) {
         Ok(()) => 0,
         Err(e) => report(&e),

@@ -270,6 +270,9 @@ pub struct AttachArgs {
 /// `rpod __monitor` arguments.
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
+    /// Descriptors 3..3+N to hold while the container runs
+    #[arg(long, default_value_t = 0)]
+    pub keep_fds: usize,
     /// Container ID
     pub id: String,
 }
@@ -302,6 +305,8 @@ pub fn run(cli: &Cli, a: &RunArgs) -> anyhow::Result<()> {
         lifecycle::start_detached(&e, &c, &e.root).map_err(remove)?;
         return print(&format!("{id}\n"));
     }
+    // Orphans of helpers started now (portfwd's) come to us to be reaped.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
     lifecycle::prepare(&e, &c).map_err(remove)?;
     lifecycle::proxy_signals();
     let code = lifecycle::supervise(&e, &c, Output::Inherit, |_| {}).map_err(remove)?;
@@ -445,6 +450,7 @@ fn networks(c: &Container) -> Vec<String> {
         NetMode::Bridge(n) => n.clone(),
         NetMode::None => vec![],
         NetMode::Host => vec!["host".to_owned()],
+        NetMode::Portfwd => vec!["slirp4netns".to_owned()],
     }
 }
 
@@ -691,7 +697,7 @@ fn inspect_json(e: &Engine, c: &Container) -> Value {
             }).collect::<serde_json::Map<String, Value>>(),
             "Dns": c.config.dns,
             "AutoRemove": c.config.rm,
-            "NetworkMode": match &c.config.net { NetMode::Bridge(_) => "bridge", NetMode::None => "none", NetMode::Host => "host" },
+            "NetworkMode": match &c.config.net { NetMode::Bridge(_) => "bridge", NetMode::None => "none", NetMode::Host => "host", NetMode::Portfwd => "slirp4netns" },
             "PortBindings": ports.clone(),
         },
         "NetworkSettings": {
@@ -785,5 +791,5 @@ pub fn port(cli: &Cli, a: &PortArgs) -> anyhow::Result<()> {
 /// Runs the hidden `__monitor`.
 pub fn monitor(cli: &Cli, a: &MonitorArgs) -> anyhow::Result<()> {
     let e = Engine::open(cli)?;
-    lifecycle::monitor(&e, &a.id)
+    lifecycle::monitor(&e, &a.id, a.keep_fds)
 }

@@ -112,7 +112,7 @@ pub fn info(cli: &Cli) -> anyhow::Result<Value> {
             "networkBackendInfo": {"backend": "netavark", "package": "rpod-netd", "path": netd, "dns": {"package": "rpod-dnsd", "path": Engine::netd_bin().map(|p| p.with_file_name("dnsd").display().to_string()).unwrap_or_default()}},
             "ociRuntime": {"name": std::path::Path::new(&rt_path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), "package": "", "path": rt_path, "version": first_line(&e.runtime, "--version")},
             "os": std::env::consts::OS,
-            "rootless": !nix::unistd::geteuid().is_root(),
+            "rootless": crate::rootless::is_rootless(),
             "uptime": crate::format::human_duration(uptime),
         },
         "plugins": {"network": ["bridge", "macvlan"], "log": ["k8s-file"], "volume": ["local"]},
@@ -291,4 +291,44 @@ pub fn reset(cli: &Cli, a: &ResetArgs) -> anyhow::Result<()> {
         eprintln!("Error: {err:#}");
     }
     Err(last)
+}
+
+/// `rpod unshare` arguments.
+#[derive(Debug, Args)]
+pub struct UnshareArgs {
+    /// Also join the rootless network namespace (where bridge networks live)
+    #[arg(long)]
+    pub rootless_netns: bool,
+    /// The command and its arguments (default: $SHELL, else /bin/sh)
+    #[arg(value_name = "COMMAND", trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// Runs `rpod unshare`: a command inside the user's namespaces (with its ID mapping), and
+/// with `--rootless-netns` inside the shared rootless network namespace too. Exits with the
+/// command's code.
+pub fn unshare(cli: &Cli, a: &UnshareArgs) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let Some(r) = crate::rootless::mode() else {
+        anyhow::bail!("please use unshare with rootless");
+    };
+    let argv: Vec<String> = if a.command.is_empty() {
+        vec![std::env::var("SHELL").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "/bin/sh".to_owned())]
+    } else {
+        a.command.clone()
+    };
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd.env("CONTAINERS_GRAPHROOT", cli.root()).env("CONTAINERS_RUNROOT", &r.run_dir);
+    if a.rootless_netns {
+        let e = Engine::open(cli)?;
+        let ns = crate::engine::rootless_net::ensure(&e)?;
+        let f = std::fs::File::open(&ns)
+            .map_err(|err| anyhow::anyhow!("rootless netns: opening {}: {err}", ns.display()))?;
+        nix::sched::setns(std::os::fd::AsFd::as_fd(&f), nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|err| anyhow::anyhow!("rootless netns: joining it: {err}"))?;
+    }
+    let err = cmd.exec();
+    let code = if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+    Err(crate::exit_with(code, format!("running {}: {err}", argv[0])))
 }

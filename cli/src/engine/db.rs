@@ -23,6 +23,9 @@ pub enum NetMode {
     None,
     /// The host's network namespace.
     Host,
+    /// A network namespace of its own connected by portfwd (or slirp4netns); the rootless
+    /// default.
+    Portfwd,
 }
 
 /// What a container was created with.

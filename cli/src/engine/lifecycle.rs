@@ -115,6 +115,70 @@ fn valid_mac(m: &str) -> bool {
     p.len() == 6 && p.iter().all(|x| x.len() == 2 && x.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// The network mode of `--network`: bridge networks by name, `none`, `host`, or `portfwd`
+/// (also `slirp4netns[:OPTIONS]`, whose options are ignored). Unset: the default network
+/// `podman` for root, portfwd for a rootless user (as podman).
+pub fn parse_network(spec: Option<&str>) -> NetMode {
+    match spec {
+        None | Some("") if crate::rootless::is_rootless() => NetMode::Portfwd,
+        None | Some("") | Some("bridge") => NetMode::Bridge(vec![network::DEFAULT_NETWORK.to_owned()]),
+        Some("none") => NetMode::None,
+        Some("host") => NetMode::Host,
+        Some(x)
+            if x == "portfwd" || x == "slirp4netns" || x.starts_with("slirp4netns:") || x.starts_with("portfwd:") =>
+        {
+            NetMode::Portfwd
+        }
+        Some(list) => NetMode::Bridge(list.split(',').map(str::to_owned).collect()),
+    }
+}
+
+/// Descriptors that must stay open while the container runs (the write ends of portfwd's
+/// exit pipes): held by this process, handed to the monitor by `start_detached`.
+static HELD_FDS: std::sync::Mutex<Vec<OwnedFd>> = std::sync::Mutex::new(Vec::new());
+
+fn hold(fd: OwnedFd) {
+    if let Ok(mut v) = HELD_FDS.lock() {
+        v.push(fd);
+    }
+}
+
+/// A container's own portfwd: its pid file and API socket.
+fn portfwd_files(id: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let d = super::run_base().join("portfwd");
+    let short = &id[..id.len().min(16)];
+    (d.join(format!("{short}.pid")), d.join(format!("{short}.sock")))
+}
+
+/// Starts portfwd on a sandbox's network namespace and publishes its ports. With
+/// `exit_fd`, the exit pipe's write end is held (see [`HELD_FDS`]), so portfwd ends with the
+/// container's supervisor.
+pub(crate) fn start_portfwd(
+    engine: &Engine,
+    id: &str,
+    netns: &Path,
+    ports: &[PortMapping],
+    exit_fd: bool,
+) -> anyhow::Result<()> {
+    let bin = super::portfwd::binary(&engine.root)?;
+    let (pidfile, api) = portfwd_files(id);
+    let started = super::portfwd::start(&bin, netns, &api, &pidfile, exit_fd)?;
+    if let Err(e) = super::portfwd::add_ports(&api, ports, None) {
+        super::portfwd::stop(&pidfile, &api);
+        return Err(e);
+    }
+    if let Some(fd) = started.exit {
+        hold(fd);
+    }
+    Ok(())
+}
+
+/// Stops a sandbox's portfwd (no-op when there is none).
+pub(crate) fn stop_portfwd(id: &str) {
+    let (pidfile, api) = portfwd_files(id);
+    super::portfwd::stop(&pidfile, &api);
+}
+
 /// Parses `[IP:]HOST:CTR[/PROTO]` (and `HOST-HOST:CTR-CTR` ranges).
 pub fn parse_port(spec: &str) -> anyhow::Result<Vec<PortMapping>> {
     let bad = || anyhow::anyhow!("invalid port format {spec:?}: expected [IP:]HOST:CONTAINER[/PROTOCOL]");
@@ -222,20 +286,17 @@ pub fn create(engine: &Engine, req: &CreateRequest) -> anyhow::Result<String> {
         }
         None => None,
     };
-    let net = match req.network.as_deref() {
-        _ if pod.is_some() => NetMode::None,
-        None | Some("") | Some("bridge") => NetMode::Bridge(vec![network::DEFAULT_NETWORK.to_owned()]),
-        Some("none") => NetMode::None,
-        Some("host") => NetMode::Host,
-        Some(list) => NetMode::Bridge(list.split(',').map(str::to_owned).collect()),
-    };
+    let net = if pod.is_some() { NetMode::None } else { parse_network(req.network.as_deref()) };
     let mut networks = Vec::new();
     if let NetMode::Bridge(names) = &net {
         for n in names {
             networks.push(network::get(&engine.root, n)?);
         }
-    } else if !ports.is_empty() {
-        anyhow::bail!("published ports need a bridge network: invalid argument");
+    } else if !ports.is_empty() && net != NetMode::Portfwd {
+        anyhow::bail!("published ports need a bridge network or portfwd: invalid argument");
+    }
+    if crate::rootless::is_rootless() {
+        super::portfwd::check_unprivileged(&ports)?;
     }
     let volumes = req.volumes.iter().map(|v| parse_volume(v)).collect::<anyhow::Result<Vec<_>>>()?;
     for t in &req.tmpfs {
@@ -489,6 +550,7 @@ pub(crate) fn write_files(
     engine: &Engine,
     c: &Container,
     status: &BTreeMap<String, StatusBlock>,
+    mode: &NetMode,
 ) -> anyhow::Result<()> {
     let dir = engine.run_dir(&c.id);
     let mut hosts = String::from(
@@ -512,6 +574,26 @@ pub(crate) fn write_files(
         for ip in &s.dns_server_ips {
             if !servers.contains(ip) {
                 servers.push(*ip);
+            }
+        }
+    }
+    if *mode == NetMode::Portfwd {
+        // portfwd's fixed addresses: ours, the host's, and its DNS forwarder first.
+        hosts.push_str(&format!("{}\t{} {}\n", super::portfwd::GUEST_IP, c.config.hostname, c.name));
+        gateway = gateway.or(super::portfwd::GATEWAY_IP.parse().ok());
+        if let Ok(dns) = super::portfwd::DNS_IP.parse() {
+            servers.push(dns);
+        }
+        for l in host_resolv().lines() {
+            let mut w = l.split_whitespace();
+            if w.next() == Some("nameserver") {
+                if let Some(ip) = w.next().and_then(|x| x.parse::<IpAddr>().ok()) {
+                    if !servers.contains(&ip) {
+                        servers.push(ip);
+                    }
+                }
+            } else if w.clone().next().is_some() && l.starts_with("search") {
+                search.extend(l.split_whitespace().skip(1).map(str::to_owned));
             }
         }
     }
@@ -551,10 +633,12 @@ pub fn prepare(engine: &Engine, c: &Container) -> anyhow::Result<()> {
     let res = (|| -> anyhow::Result<()> {
         let opts = network_options(engine, c)?;
         let mut pod_status = None;
+        let mut mode = c.config.net.clone();
         if let Some(pod) = &c.config.pod {
             let p = super::pod::up(engine, pod)?;
             netns = Engine::netns_path(&p.id);
             pod_status = Some(p.status);
+            mode = p.config.net.clone();
         }
         let ns = match c.config.net {
             _ if pod_status.is_some() => Some(netns.as_path()),
@@ -565,6 +649,9 @@ pub fn prepare(engine: &Engine, c: &Container) -> anyhow::Result<()> {
                 Some(netns.as_path())
             }
         };
+        if c.config.net == NetMode::Portfwd && pod_status.is_none() {
+            start_portfwd(engine, &c.id, &netns, &c.config.ports, true)?;
+        }
         let status = match (&opts, pod_status) {
             (_, Some(s)) => s,
             (Some(o), None) => engine.netd_setup(&netns, o)?,
@@ -572,7 +659,7 @@ pub fn prepare(engine: &Engine, c: &Container) -> anyhow::Result<()> {
         };
         let res = (|| -> anyhow::Result<()> {
             engine.db.set_status(&c.id, &status)?;
-            write_files(engine, c, &status)?;
+            write_files(engine, c, &status, &mode)?;
             let dir = engine.run_dir(&c.id);
             let mut spec = super::spec::build(&c.config, &rootfs, ns, &dir)?;
             if c.config.tty {
@@ -597,6 +684,7 @@ pub fn prepare(engine: &Engine, c: &Container) -> anyhow::Result<()> {
             if let Some(o) = &opts {
                 let _ = engine.netd("teardown", &netns, o);
             }
+            stop_portfwd(&c.id);
         }
         res
     })();
@@ -664,7 +752,7 @@ pub fn connect(engine: &Engine, net: &str, name: &str, aliases: &[String]) -> an
         c.status.extend(st);
         let saved = (|| -> anyhow::Result<()> {
             engine.db.set_status(&c.id, &c.status)?;
-            write_files(engine, &c, &c.status)
+            write_files(engine, &c, &c.status, &c.config.net)
         })();
         if let Err(e) = saved {
             let _ = engine.netd("teardown", &netns, &o);
@@ -696,7 +784,7 @@ pub fn disconnect(engine: &Engine, net: &str, name: &str) -> anyhow::Result<()> 
         engine.netd("teardown", &Engine::netns_path(&c.id), &o)?;
         c.status.remove(&n.name);
         engine.db.set_status(&c.id, &c.status)?;
-        write_files(engine, &c, &c.status)?;
+        write_files(engine, &c, &c.status, &c.config.net)?;
     }
     for x in &names {
         let i = interface_name(&c, x);
@@ -734,6 +822,12 @@ pub fn cleanup(engine: &Engine, c: &Container) {
             Err(e) => tracing::warn!(container = %c.id, error = %format!("{e:#}"), "network teardown failed"),
         }
         super::remove_netns(&netns);
+    }
+    if c.config.net == NetMode::Portfwd {
+        stop_portfwd(&c.id);
+    }
+    if crate::rootless::is_rootless() && c.config.pod.is_none() && matches!(c.config.net, NetMode::Bridge(_)) {
+        super::rootless_net::teardown_if_unused(engine, &c.id);
     }
     if let Err(e) = engine.store.unmount(&c.id) {
         tracing::warn!(container = %c.id, error = %e, "unmount failed");
@@ -1169,7 +1263,35 @@ pub fn start_detached(engine: &Engine, c: &Container, cli_root: &Path) -> anyhow
     let mut cmd = Command::new(exe);
     cmd.arg("--root").arg(cli_root).arg("--runtime").arg(&engine.runtime).arg("__monitor").arg(&c.id);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = match cmd.spawn() {
+    // The monitor holds what must live as long as the container (portfwd's exit pipe), on
+    // descriptors 3, 4...
+    let held: Vec<OwnedFd> = HELD_FDS.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+    let mut high = Vec::new();
+    for fd in &held {
+        let n = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).context("dup")?;
+        // SAFETY: fcntl returned a new descriptor that nothing else owns.
+        high.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) });
+    }
+    drop(held);
+    if !high.is_empty() {
+        cmd.arg("--keep-fds").arg(high.len().to_string());
+        let raw: Vec<i32> = high.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+        // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                for (i, fd) in raw.iter().enumerate() {
+                    if libc::dup2(*fd, 3 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    let spawned = cmd.spawn();
+    drop(cmd);
+    drop(high);
+    let mut child = match spawned {
         Ok(ch) => ch,
         Err(e) => {
             cleanup(engine, c);
@@ -1197,8 +1319,18 @@ pub fn start_detached(engine: &Engine, c: &Container, cli_root: &Path) -> anyhow
 
 /// The monitor's body: detached from the caller's session, it launches the container with
 /// its output to the log file, reports on stdout, and waits.
-pub fn monitor(engine: &Engine, id: &str) -> anyhow::Result<()> {
+pub fn monitor(engine: &Engine, id: &str, keep_fds: usize) -> anyhow::Result<()> {
     let _ = nix::unistd::setsid();
+    // Descriptors 3.. the caller handed over: held (not inherited by anything we start)
+    // until we exit.
+    let mut kept = Vec::new();
+    for fd in 3..3 + keep_fds as i32 {
+        // SAFETY: the caller placed these descriptors for us; nothing else in this process owns them.
+        let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let _ = nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+        kept.push(owned);
+    }
+    let _kept = kept;
     let c = engine.db.get(id)?.ok_or_else(|| anyhow::anyhow!("no container {id}"))?;
     let report = |r: anyhow::Result<i64>| {
         let mut o = std::io::stdout().lock();

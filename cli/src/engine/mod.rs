@@ -15,6 +15,8 @@ pub mod db;
 pub mod lifecycle;
 pub mod network;
 pub mod pod;
+pub mod portfwd;
+pub mod rootless_net;
 pub mod spec;
 pub mod tty;
 
@@ -133,13 +135,51 @@ impl Engine {
         Ok(p)
     }
 
+    /// A netd command: in rootless mode it runs inside the rootless netns (which must be
+    /// up; the returned file must live until the spawn).
+    fn netd_command(&self) -> anyhow::Result<(Command, Option<File>)> {
+        let bin = Self::netd_bin()?;
+        if crate::rootless::is_rootless() {
+            let (cmd, f) = rootless_net::netd_command(&bin)?;
+            return Ok((cmd, Some(f)));
+        }
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--config").arg(self.netd_config());
+        Ok((cmd, None))
+    }
+
     /// Runs `netd setup|teardown NETNS` with the options on stdin; returns its stdout.
+    /// Rootless: in the rootless netns (set up first when needed), with the published ports
+    /// carried there by its port forwarder.
     pub fn netd(&self, command: &str, netns: &Path, opts: &NetworkOptions) -> anyhow::Result<String> {
+        if !crate::rootless::is_rootless() {
+            return self.netd_run(command, netns, opts);
+        }
+        let ports = opts.port_mappings.clone().unwrap_or_default();
+        let mut inner = opts.clone();
+        inner.port_mappings = opts.port_mappings.as_ref().map(|p| rootless_net::netd_ports(p));
+        if command == "setup" {
+            rootless_net::ensure(self)?;
+            let out = self.netd_run(command, netns, &inner)?;
+            if let Err(e) = rootless_net::publish(&ports) {
+                let _ = self.netd_run("teardown", netns, &inner);
+                return Err(e);
+            }
+            return Ok(out);
+        }
+        if !rootless_net::is_up() {
+            // Gone with everything in it.
+            return Ok("{}".to_owned());
+        }
+        rootless_net::unpublish(&ports);
+        self.netd_run(command, netns, &inner)
+    }
+
+    fn netd_run(&self, command: &str, netns: &Path, opts: &NetworkOptions) -> anyhow::Result<String> {
         let bin = Self::netd_bin()?;
         let input = serde_json::to_vec(opts)?;
-        let mut child = Command::new(&bin)
-            .arg("--config")
-            .arg(self.netd_config())
+        let (mut cmd, _ns) = self.netd_command()?;
+        let mut child = cmd
             .arg(command)
             .arg(netns)
             .stdin(Stdio::piped())
@@ -168,9 +208,12 @@ impl Engine {
     /// `netd firewall-reload`: re-applies every running container's rules.
     pub fn netd_firewall_reload(&self) -> anyhow::Result<()> {
         let bin = Self::netd_bin()?;
-        let out = Command::new(&bin)
-            .arg("--config")
-            .arg(self.netd_config())
+        if crate::rootless::is_rootless() && !rootless_net::is_up() {
+            // No bridge network in use: no rules to re-apply.
+            return Ok(());
+        }
+        let (mut cmd, _ns) = self.netd_command()?;
+        let out = cmd
             .arg("firewall-reload")
             .stdin(Stdio::null())
             .output()
@@ -212,13 +255,36 @@ impl Engine {
 /// `/etc/rpod/rpod.conf` (`runtime = "runc"|"crun"|PATH`; `#` comments and `[section]`
 /// headers are ignored, so podman's `[engine] runtime = ...` reads too).
 pub fn configured_runtime(root: &Path) -> anyhow::Result<Option<String>> {
-    for path in [root.join("rpod.conf"), PathBuf::from("/etc/rpod/rpod.conf")] {
+    configured(root, "runtime")
+}
+
+/// The configuration files, most specific first: `<root>/rpod.conf`, for a rootless user
+/// `$XDG_CONFIG_HOME/rpod/rpod.conf` (or `~/.config/rpod/rpod.conf`), then
+/// `/etc/rpod/rpod.conf`. The first that exists is the one read.
+pub fn config_files(root: &Path) -> Vec<PathBuf> {
+    let mut v = vec![root.join("rpod.conf")];
+    if crate::rootless::is_rootless() {
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+        if let Some(b) = base {
+            v.push(b.join("rpod/rpod.conf"));
+        }
+    }
+    v.push(PathBuf::from("/etc/rpod/rpod.conf"));
+    v
+}
+
+/// The value of `key` in the configuration file (see [`config_files`]).
+pub fn configured(root: &Path, key: &str) -> anyhow::Result<Option<String>> {
+    for path in config_files(root) {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        return parse_conf(&text, "runtime").with_context(|| format!("parsing {}", path.display()));
+        return parse_conf(&text, key).with_context(|| format!("parsing {}", path.display()));
     }
     Ok(None)
 }

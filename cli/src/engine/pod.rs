@@ -1,4 +1,5 @@
-//! Pods: a pod owns a network namespace (`/run/rpod/netns/<pod id>`), set up through netd
+//! Pods: a pod owns a network namespace (`<run dir>/netns/<pod id>`), set up through netd
+//! (or portfwd)
 //! with the pod's networks and published ports when the pod starts; its containers join
 //! it (so they share localhost and the ports) instead of getting their own.
 
@@ -31,19 +32,20 @@ pub fn create(engine: &Engine, req: &PodRequest) -> anyhow::Result<String> {
     for p in &req.ports {
         ports.extend(lifecycle::parse_port(p)?);
     }
-    let net = match req.network.as_deref() {
-        None | Some("") | Some("bridge") => NetMode::Bridge(vec![network::DEFAULT_NETWORK.to_owned()]),
-        Some("none") => NetMode::None,
-        Some("host") => anyhow::bail!("pods with the host network are not supported: invalid argument"),
-        Some(list) => NetMode::Bridge(list.split(',').map(str::to_owned).collect()),
+    let net = match lifecycle::parse_network(req.network.as_deref()) {
+        NetMode::Host => anyhow::bail!("pods with the host network are not supported: invalid argument"),
+        n => n,
     };
     let mut networks = Vec::new();
     if let NetMode::Bridge(names) = &net {
         for n in names {
             networks.push(network::get(&engine.root, n)?);
         }
-    } else if !ports.is_empty() {
-        anyhow::bail!("published ports need a bridge network: invalid argument");
+    } else if !ports.is_empty() && net != NetMode::Portfwd {
+        anyhow::bail!("published ports need a bridge network or portfwd: invalid argument");
+    }
+    if crate::rootless::is_rootless() {
+        super::portfwd::check_unprivileged(&ports)?;
     }
     let _lock = engine.lock()?;
     let id = super::random_id();
@@ -125,9 +127,14 @@ pub fn up(engine: &Engine, pod_id: &str) -> anyhow::Result<Pod> {
             Some(o) => engine.netd_setup(&netns, &o)?,
             None => BTreeMap::new(),
         };
+        if p.config.net == NetMode::Portfwd {
+            // No exit pipe: the pod's namespace outlives its containers; `down` stops it.
+            lifecycle::start_portfwd(engine, &p.id, &netns, &p.config.ports, false)?;
+        }
         engine.db.set_pod_status(&p.id, &status)
     })();
     if let Err(e) = res {
+        lifecycle::stop_portfwd(&p.id);
         super::remove_netns(&netns);
         return Err(e);
     }
@@ -150,7 +157,11 @@ pub fn down(engine: &Engine, p: &Pod) {
         Ok(None) => {}
         Err(e) => tracing::warn!(pod = %p.id, error = %format!("{e:#}"), "network teardown failed"),
     }
+    lifecycle::stop_portfwd(&p.id);
     super::remove_netns(&netns);
+    if crate::rootless::is_rootless() && matches!(p.config.net, NetMode::Bridge(_)) {
+        super::rootless_net::teardown_if_unused(engine, &p.id);
+    }
 }
 
 /// A pod by ID.

@@ -164,7 +164,13 @@ pub fn build(cfg: &ContainerConfig, rootfs: &Path, netns: Option<&Path>, files: 
         )?,
         mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
         mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        if crate::rootless::is_rootless() && netns.is_none() {
+            // sysfs can only be mounted by the owner of the network namespace: with the
+            // host's, a rootless container gets the host's /sys bound read-only.
+            mount("/sys", "bind", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"])?
+        } else {
+            mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?
+        },
     ];
     for f in ["hosts", "resolv.conf", "hostname"] {
         mounts.push(bind(&format!("/etc/{f}"), &files.join(f))?);
