@@ -251,7 +251,15 @@ impl Engine {
             eprintln!("api_handler: got request: {}", String::from_utf8_lossy(&buf[..n]).trim_end());
             let reply = self.api_request(&buf[..n]);
             let _ = s.write_all(reply.as_bytes());
-            let _ = s.shutdown(Shutdown::Both);
+            let _ = s.shutdown(Shutdown::Write);
+            // swallow what is left of an oversized request, so that closing does not reset
+            // the connection before the client has read the reply
+            let _ = s.set_nonblocking(true);
+            for _ in 0..16 {
+                if !matches!(s.read(&mut buf), Ok(k) if k > 0) {
+                    break;
+                }
+            }
         }
     }
 

@@ -20,6 +20,7 @@ fn main() {
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PORTFWD_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let cfg = match portfwd::Config::from_args(&args) {

@@ -1,0 +1,155 @@
+//! Host port forwarding: the API socket (add/list/remove, errors) and `--publish`, with the
+//! sandbox and seccomp filter on.
+
+use std::process::Command;
+
+use crate::common::*;
+
+fn serve(ns: &Netns, probe: &str, port: u16, v6: bool) -> Proc {
+    let mut c = ns.cmd("python3");
+    c.arg(probe).args(["serve", &port.to_string(), "60"]);
+    if v6 {
+        c.arg("6");
+    }
+    c.stdout(std::process::Stdio::piped());
+    let mut p = spawn(c);
+    let mut line = String::new();
+    use std::io::BufRead;
+    let so = p.0.stdout.take().expect("stdout");
+    let _ = std::io::BufReader::new(so).read_line(&mut line);
+    assert_eq!(line.trim(), "listening");
+    p
+}
+
+#[test]
+fn api_forwards_and_errors() {
+    if !can_run("api_forwards_and_errors", &["ip", "python3"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    let probe = probe(&dir);
+    let ns = Netns::new(&p);
+    let sock = dir.join("api.sock");
+    let pf = Portfwd::start(
+        &[],
+        &["-c", "--enable-sandbox", "--enable-seccomp", "--api-socket", &sock, "--netns-type=path", &ns.path(), "tap0"],
+        &dir.join("pf.log"),
+    )
+    .expect("start");
+    let _srv = serve(&ns, &probe, 8080, false);
+    let hp = free_port();
+    let add = |proto: &str, port: u16| {
+        api(
+            &sock,
+            &format!(
+                r#"{{"execute":"add_hostfwd","arguments":{{"proto":"{proto}","host_addr":"127.0.0.1","host_port":{port},"guest_addr":"","guest_port":8080}}}}"#
+            ),
+        )
+    };
+    assert_eq!(add("tcp", hp), r#"{"return":{"id":1}}"#, "{}", pf.log_text());
+    assert_eq!(add("udp", hp), r#"{"return":{"id":2}}"#);
+    assert_eq!(tcp_req(&format!("127.0.0.1:{hp}"), "abc"), "guest:abc");
+    assert_eq!(udp_req(&format!("127.0.0.1:{hp}"), "u1"), "guest:u1");
+    // the same port again: a clear error, and the loop survives
+    let e = add("tcp", hp);
+    assert!(
+        e.starts_with(r#"{"error":{"desc":"bad request: add_hostfwd: slirp_add_hostfwd failed""#)
+            && e.contains("in use"),
+        "{e}"
+    );
+    let l = api(&sock, r#"{"execute":"list_hostfwd"}"#);
+    assert_eq!(
+        l,
+        format!(
+            r#"{{"entries":[{{"id":1,"proto":"tcp","host_addr":"127.0.0.1","host_port":{hp},"guest_addr":"10.0.2.100","guest_port":8080}},{{"id":2,"proto":"udp","host_addr":"127.0.0.1","host_port":{hp},"guest_addr":"10.0.2.100","guest_port":8080}}]}}"#
+        )
+    );
+    assert_eq!(api(&sock, r#"{"execute":"remove_hostfwd","arguments":{"id":1}}"#), r#"{"return":{}}"#);
+    assert_eq!(
+        api(&sock, r#"{"execute":"remove_hostfwd","arguments":{"id":1}}"#),
+        r#"{"error":{"desc":"bad request: remove_hostfwd: bad arguments.id"}}"#
+    );
+    assert!(std::net::TcpStream::connect(format!("127.0.0.1:{hp}")).is_err(), "removed forward still listens");
+    // ids are never reused
+    assert_eq!(add("tcp", hp), r#"{"return":{"id":3}}"#);
+    assert_eq!(tcp_req(&format!("127.0.0.1:{hp}"), "again"), "guest:again");
+    // malformed requests
+    for (req, desc) in [
+        ("not json", "bad request: cannot parse JSON"),
+        ("[1,2]", "bad request: json_object() failed"),
+        (r#"{"x":1}"#, "bad request: no execute found"),
+        (r#"{"execute":"reboot"}"#, "bad request: unknown execute"),
+        (r#"{"execute":"add_hostfwd"}"#, "bad request: add_hostfwd: bad arguments.proto"),
+        (
+            r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_port":"x","guest_port":1}}"#,
+            "bad request: add_hostfwd: bad arguments.host_port",
+        ),
+    ] {
+        assert_eq!(api(&sock, req), format!(r#"{{"error":{{"desc":"{desc}"}}}}"#), "{req}");
+    }
+    let big = format!(r#"{{"execute":"list_hostfwd","pad":"{}"}}"#, "x".repeat(5000));
+    assert_eq!(api(&sock, &big), r#"{"error":{"desc":"bad request: too large message"}}"#);
+    // a client that connects and says nothing does not wedge the loop
+    let _idle = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+    drop(_idle);
+    assert_eq!(api(&sock, r#"{"execute":"list_hostfwd"}"#).matches("\"id\"").count(), 2);
+    assert!(pf.log_text().contains("api_handler: got request"));
+}
+
+#[test]
+fn publish_at_start_and_busy_port() {
+    if !can_run("publish_at_start_and_busy_port", &["ip", "python3"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    let probe = probe(&dir);
+    let ns = Netns::new(&p);
+    let hp = free_port();
+    let spec_t = format!("127.0.0.1:{hp}:9090");
+    let spec_u = format!("127.0.0.1:{hp}:9090/udp");
+    let spec_6 = format!("[::1]:{hp}:9090");
+    let _pf = Portfwd::start(
+        &[],
+        &[
+            "-c",
+            "--enable-ipv6",
+            "--publish",
+            &spec_t,
+            "--publish",
+            &spec_u,
+            "--publish",
+            &spec_6,
+            "--netns-type=path",
+            &ns.path(),
+            "tap0",
+        ],
+        &dir.join("pf.log"),
+    )
+    .expect("start");
+    let _srv = serve(&ns, &probe, 9090, true);
+    assert_eq!(tcp_req(&format!("127.0.0.1:{hp}"), "pub"), "guest:pub");
+    assert_eq!(udp_req(&format!("127.0.0.1:{hp}"), "pubu"), "guest:pubu");
+    assert_eq!(tcp_req(&format!("[::1]:{hp}"), "pub6"), "guest:pub6");
+    // a second instance cannot take the same port: exits 1 before ready, with the reason
+    let ns2 = Netns::new(&format!("{p}b"));
+    let r = Portfwd::start(
+        &[],
+        &["-c", "--publish", &spec_t, "--netns-type=path", &ns2.path(), "tap0"],
+        &dir.join("pf2.log"),
+    );
+    let e = r.err().expect("second instance must fail");
+    assert!(e.contains("Address already in use"), "{e}");
+    // big transfer through the splice path
+    let big = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket\ns=socket.create_connection(('127.0.0.1',{hp}))\nb=b'z'*65536\nfor _ in range(64): s.sendall(b)\ns.shutdown(socket.SHUT_WR)\nn=0\nwhile True:\n  d=s.recv(1<<20)\n  if not d: break\n  n+=len(d)\nprint(n)"
+            ),
+        ])
+        .output()
+        .expect("python");
+    assert_eq!(String::from_utf8_lossy(&big.stdout).trim(), (64 * 65536 + 6).to_string());
+}

@@ -1,0 +1,256 @@
+//! The TAP path as root: outbound TCP/UDP/ping/DNS through the userspace stack, host
+//! loopback allowed and refused, IPv6, many connections, exit conditions.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+fn python_in(ns: &Netns, probe: &str, args: &[&str]) -> String {
+    let mut c = ns.cmd("python3");
+    c.arg(probe).args(args);
+    out(c)
+}
+
+#[test]
+fn tcp_udp_ping_dns_through_the_gateway() {
+    if !can_run("tcp_udp_ping_dns_through_the_gateway", &["ip", "python3", "busybox", "dnsmasq"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    let probe = probe(&dir);
+    let ns = Netns::new(&p);
+    // a resolver on a host loopback address the guest cannot reach directly
+    let dport = free_port();
+    let dns = spawn({
+        let mut c = Command::new("dnsmasq");
+        c.args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            &format!("--port={dport}"),
+            "--address=/pftest.example/192.0.2.7",
+            &format!("--pid-file={}", dir.join("dnsmasq.pid")),
+        ]);
+        c
+    });
+    let up = format!("127.0.0.1:{dport}");
+    let pf = Portfwd::start(
+        &[],
+        &["-c", "--dns-upstream", &up, "--netns-type=path", &ns.path(), "tap0"],
+        &dir.join("pf.log"),
+    )
+    .expect("start");
+    let t = tcp_echo("127.0.0.1:0");
+    let u = udp_echo("127.0.0.1:0");
+    // configuration
+    let a = out({
+        let mut c = ns.cmd("ip");
+        c.args(["-o", "addr", "show", "tap0"]);
+        c
+    });
+    assert!(a.contains("10.0.2.100/24"), "{a}");
+    let l = out({
+        let mut c = ns.cmd("ip");
+        c.args(["link", "show", "tap0"]);
+        c
+    });
+    assert!(l.contains("mtu 65520") && l.contains("UP"), "{l}");
+    let r = out({
+        let mut c = ns.cmd("ip");
+        c.args(["route"]);
+        c
+    });
+    assert!(r.contains("default via 10.0.2.2 dev tap0"), "{r}");
+    // TCP with half-close, both directions of data
+    let got = python_in(&ns, &probe, &["tcp", "10.0.2.2", &t.port().to_string(), "hello"]);
+    assert_eq!(got, "host:hello", "{}", pf.log_text());
+    // bulk both ways (4 MiB) through the stack
+    let c = tcp_count("127.0.0.1:0");
+    let got = python_in(&ns, &probe, &["big", "10.0.2.2", &c.port().to_string(), "4194304"]);
+    assert_eq!(got, "sent 4194304 got 7", "{got}");
+    // refused port -> reset
+    let closed = free_port();
+    assert_eq!(python_in(&ns, &probe, &["tcp", "10.0.2.2", &closed.to_string(), "x"]), "refused");
+    // UDP
+    assert_eq!(python_in(&ns, &probe, &["udp", "10.0.2.2", &u.port().to_string(), "dgram"]), "host:dgram");
+    // ping the gateway (answered by portfwd)
+    let ping = out({
+        let mut c = ns.cmd("busybox");
+        c.args(["ping", "-c", "2", "-W", "2", "10.0.2.2"]);
+        c
+    });
+    assert!(ping.contains("2 packets received"), "{ping}");
+    // DNS through the forwarder to the loopback resolver
+    let mut ok = String::new();
+    for _ in 0..20 {
+        ok = out({
+            let mut c = ns.cmd("busybox");
+            c.args(["nslookup", "pftest.example", "10.0.2.3"]);
+            c
+        });
+        if ok.contains("192.0.2.7") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok.contains("192.0.2.7"), "{ok}\n{}", pf.log_text());
+    drop(dns);
+}
+
+#[test]
+fn disable_host_loopback_refuses_the_gateway() {
+    if !can_run("disable_host_loopback_refuses_the_gateway", &["ip", "python3"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    let probe = probe(&dir);
+    let ns = Netns::new(&p);
+    let _pf = Portfwd::start(
+        &[],
+        &["-c", "--disable-host-loopback", "--netns-type=path", &ns.path(), "tap0"],
+        &dir.join("pf.log"),
+    )
+    .expect("start");
+    let t = tcp_echo("127.0.0.1:0");
+    assert_eq!(python_in(&ns, &probe, &["tcp", "10.0.2.2", &t.port().to_string(), "x"]), "refused");
+    // a positive control: the guest network works (ping the gateway)
+    let ping = out({
+        let mut c = ns.cmd("busybox");
+        c.args(["ping", "-c", "1", "-W", "2", "10.0.2.2"]);
+        c
+    });
+    assert!(ping.contains("1 packets received"), "{ping}");
+}
+
+#[test]
+fn ipv6_and_cidr() {
+    if !can_run("ipv6_and_cidr", &["ip", "python3"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    let probe = probe(&dir);
+    let ns = Netns::new(&p);
+    let pf = Portfwd::start(
+        &[],
+        &["-c", "--enable-ipv6", "--cidr=10.11.0.0/16", "--mtu=1500", "--netns-type=path", &ns.path(), "tap0"],
+        &dir.join("pf.log"),
+    )
+    .expect("start");
+    let a = out({
+        let mut c = ns.cmd("ip");
+        c.args(["-o", "addr", "show", "tap0"]);
+        c
+    });
+    assert!(a.contains("10.11.0.100/16") && a.contains("fd00::100/64"), "{a}");
+    let t6 = tcp_echo("[::1]:0");
+    let got = python_in(&ns, &probe, &["tcp", "fd00::2", &t6.port().to_string(), "six"]);
+    assert_eq!(got, "host:six", "{}", pf.log_text());
+    let u6 = udp_echo("[::1]:0");
+    assert_eq!(python_in(&ns, &probe, &["udp", "fd00::2", &u6.port().to_string(), "d6"]), "host:d6");
+    let t4 = tcp_echo("127.0.0.1:0");
+    assert_eq!(python_in(&ns, &probe, &["tcp", "10.11.0.2", &t4.port().to_string(), "four"]), "host:four");
+    let ping = out({
+        let mut c = ns.cmd("busybox");
+        c.args(["ping6", "-c", "1", "-W", "2", "fd00::2"]);
+        c
+    });
+    assert!(ping.contains("1 packets received"), "{ping}");
+    // small MTU: bulk still works (segmentation by smoltcp)
+    let c = tcp_count("127.0.0.1:0");
+    let got = python_in(&ns, &probe, &["big", "10.11.0.2", &c.port().to_string(), "1048576"]);
+    assert_eq!(got, "sent 1048576 got 7", "{got}");
+}
+
+#[test]
+fn a_thousand_concurrent_connections() {
+    if !can_run("a_thousand_concurrent_connections", &["ip", "python3"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    let probe = probe(&dir);
+    let ns = Netns::new(&p);
+    let pf = Portfwd::start(&[], &["-c", "--netns-type=path", &ns.path(), "tap0"], &dir.join("pf.log")).expect("start");
+    let t = tcp_echo_plain("127.0.0.1:0");
+    let got = python_in(&ns, &probe, &["many", "10.0.2.2", &t.port().to_string(), "1000"]);
+    assert_eq!(got, "ok 1000", "{}", pf.log_text());
+}
+
+/// Echo server answering exactly what it got (for `many`).
+fn tcp_echo_plain(addr: &str) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind(addr).expect("bind");
+    let a = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = c.read_to_end(&mut v);
+                let _ = c.write_all(&v);
+            });
+        }
+    });
+    a
+}
+
+#[test]
+fn exits_when_the_target_goes_away_or_the_exit_fd_closes() {
+    if !can_run("exits_when_the_target_goes_away_or_the_exit_fd_closes", &["unshare"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    // PID mode: the target process exits
+    let mut target = spawn({
+        let mut c = Command::new("unshare");
+        c.args(["-n", "sleep", "60"]);
+        c
+    });
+    let pid = target.pid().to_string();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut pf = Portfwd::start(&[], &["-c", &pid, "tap0"], &dir.join("pf.log")).expect("start");
+    // SAFETY: killing our own child.
+    unsafe { libc::kill(target.pid(), libc::SIGKILL) };
+    let _ = target.0.wait();
+    let st = pf.proc.exited_within(Duration::from_secs(5));
+    assert!(st.map(|s| s.success()).unwrap_or(false), "portfwd did not exit cleanly: {st:?}\n{}", pf.log_text());
+    // exit fd: closing the write end stops it
+    let ns = Netns::new(&p);
+    let mut pf =
+        Portfwd::start(&[], &["-c", "--netns-type=path", &ns.path(), "tap0"], &dir.join("pf2.log")).expect("start");
+    pf.exit_w = None;
+    let st = pf.proc.exited_within(Duration::from_secs(5));
+    assert!(st.map(|s| s.success()).unwrap_or(false), "{st:?}");
+    assert!(pf.log_text().contains("exitfd event"));
+}
+
+#[test]
+fn help_and_bad_usage() {
+    let o = Command::new(BIN).arg("--help").output().expect("run");
+    assert!(o.status.success());
+    let h = String::from_utf8_lossy(&o.stdout);
+    for f in [
+        "--disable-host-loopback",
+        "--mtu",
+        "--enable-sandbox",
+        "--enable-seccomp",
+        "--cidr",
+        "--outbound-addr",
+        "--enable-ipv6",
+    ] {
+        assert!(h.contains(f), "{f}");
+    }
+    let o = Command::new(BIN).args(["--netns-type=bogus", "x"]).output().expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--netns-type"));
+    let o = Command::new(BIN).args(["--netns-type=path", "/nonexistent/netns", "tap0"]).output().expect("run");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/netns"));
+}
