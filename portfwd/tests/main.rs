@@ -4,4 +4,6 @@
 
 mod common;
 mod fwd;
+mod podman;
+mod rootless;
 mod tap;
