@@ -15,7 +15,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
+
+mod common;
 
 const IMG: &str = "localhost/bb:latest";
 
@@ -36,59 +37,6 @@ fn skip_unless_root(test: &str) -> bool {
     assert!(std::env::var("RPOD_REQUIRE_ROOT").as_deref() != Ok("1"), "{test}: needs root (RPOD_REQUIRE_ROOT=1)");
     eprintln!("SKIPPED {test}: needs root");
     true
-}
-
-fn busybox() -> Option<PathBuf> {
-    ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.is_file())
-}
-
-fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(1_700_000_000);
-    h
-}
-
-/// A docker-archive of `localhost/bb:latest`: busybox, its applet links, and /www/index.html.
-fn image_archive(busybox: &Path) -> Vec<u8> {
-    let mut l = tar::Builder::new(Vec::new());
-    for d in ["bin", "etc", "www", "tmp", "proc", "sys", "dev"] {
-        l.append_data(&mut header(tar::EntryType::Directory, 0, 0o755), d, &[][..]).unwrap();
-    }
-    let bin = std::fs::read(busybox).unwrap();
-    l.append_data(&mut header(tar::EntryType::Regular, bin.len() as u64, 0o755), "bin/busybox", &bin[..]).unwrap();
-    for a in ["sh", "httpd", "wget", "cat", "sleep", "nslookup", "echo", "true", "ls", "hostname", "id", "tty", "stty"]
-    {
-        l.append_link(&mut header(tar::EntryType::Symlink, 0, 0o777), format!("bin/{a}"), "busybox").unwrap();
-    }
-    let passwd = b"root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1001::/tmp:/bin/sh\n";
-    l.append_data(&mut header(tar::EntryType::Regular, passwd.len() as u64, 0o644), "etc/passwd", &passwd[..]).unwrap();
-    let group = b"root:x:0:\nbobs:x:1001:\nwheel:x:10:bob\n";
-    l.append_data(&mut header(tar::EntryType::Regular, group.len() as u64, 0o644), "etc/group", &group[..]).unwrap();
-    let page = b"hello-from-rpod\n";
-    l.append_data(&mut header(tar::EntryType::Regular, page.len() as u64, 0o644), "www/index.html", &page[..]).unwrap();
-    let layer = l.into_inner().unwrap();
-    let lid = hex::encode(Sha256::digest(&layer));
-    let cfg = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux", "created": "2023-11-14T22:13:20Z",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{lid}")]},
-    }))
-    .unwrap();
-    let cid = hex::encode(Sha256::digest(&cfg));
-    let mut b = tar::Builder::new(Vec::new());
-    let mut add = |p: &str, d: &[u8]| {
-        b.append_data(&mut header(tar::EntryType::Regular, d.len() as u64, 0o644), p, d).unwrap();
-    };
-    add(&format!("{cid}.json"), &cfg);
-    add(&format!("{lid}/layer.tar"), &layer);
-    let manifest = serde_json::json!([{"Config": format!("{cid}.json"), "RepoTags": [IMG], "Layers": [format!("{lid}/layer.tar")]}]);
-    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
-    b.into_inner().unwrap()
 }
 
 /// One command's result.
@@ -145,7 +93,7 @@ impl World {
         let pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
         let w = World { holder, pid, dir };
         let archive = w.dir.path().join("bb.tar");
-        std::fs::write(&archive, image_archive(&busybox().unwrap())).unwrap();
+        std::fs::write(&archive, common::image_archive(&common::busybox().unwrap(), IMG)).unwrap();
         w.ok(&["load", "-q", "-i", archive.to_str().unwrap()]);
         w
     }

@@ -286,6 +286,12 @@ pub fn reset(cli: &Cli, a: &ResetArgs) -> anyhow::Result<()> {
     if let Err(err) = e.store.prune() {
         errors.push(err.into());
     }
+    if let Some(r) = crate::rootless::mode() {
+        // Rootless: the shared network namespace, then the user namespace's pause process
+        // (the next command makes new ones).
+        crate::engine::rootless_net::destroy();
+        crate::rootless::kill_pid_file(&crate::rootless::pause_pid_file(&r.run_dir), std::time::Duration::from_secs(2));
+    }
     let Some(last) = errors.pop() else { return Ok(()) };
     for err in &errors {
         eprintln!("Error: {err:#}");

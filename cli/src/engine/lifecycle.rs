@@ -627,7 +627,7 @@ pub(crate) fn write_files(
 /// Prepares a start: mounts the rootfs, creates the network namespace, runs `netd setup`,
 /// writes `/etc` files and the bundle. Undoes what it did on error.
 pub fn prepare(engine: &Engine, c: &Container) -> anyhow::Result<()> {
-    let rootfs = engine.store.mount(&c.id)?;
+    let rootfs = engine.mount_rootfs(&c.id)?;
     let mut netns = Engine::netns_path(&c.id);
     let mut netns_made = false;
     let res = (|| -> anyhow::Result<()> {
@@ -1091,6 +1091,7 @@ pub fn supervise(
     started: impl FnOnce(anyhow::Result<i64>),
 ) -> anyhow::Result<i32> {
     nix::sys::prctl::set_child_subreaper(true).context("prctl(PR_SET_CHILD_SUBREAPER)")?;
+    let _registered = MonitorRecord::new(&c.id);
     if matches!(out, Output::Inherit) && !c.config.tty {
         return run_foreground(engine, c, started);
     }
@@ -1153,6 +1154,35 @@ pub fn supervise(
     let _ = std::fs::write(engine.run_dir(&c.id).join("exit"), format!("{code}\n"));
     finish_exit(engine, &c.id, i64::from(code), crate::format::now());
     Ok(code)
+}
+
+/// Rootless: this supervisor's pid file in `<run dir>/monitors/` while the container runs
+/// (the namespaces can be recovered from it if the pause process dies); removed on drop.
+struct MonitorRecord {
+    path: Option<std::path::PathBuf>,
+}
+
+impl MonitorRecord {
+    fn new(id: &str) -> MonitorRecord {
+        let Some(r) = crate::rootless::mode() else { return MonitorRecord { path: None } };
+        let dir = crate::rootless::monitors_dir(&r.run_dir);
+        let path = dir.join(id);
+        let ok = std::fs::create_dir_all(&dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| crate::rootless::write_pid_file(&path, std::process::id() as i32));
+        if let Err(e) = ok {
+            tracing::warn!(error = %format!("{e:#}"), "recording the monitor");
+        }
+        MonitorRecord { path: Some(path) }
+    }
+}
+
+impl Drop for MonitorRecord {
+    fn drop(&mut self) {
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// The container whose runtime state is already gone (its `runtime run` ended normally), so

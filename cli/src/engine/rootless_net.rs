@@ -69,9 +69,7 @@ pub fn guest() -> IpAddr {
 /// Whether `path` is a mounted network namespace.
 fn mounted(path: &Path) -> bool {
     const NSFS_MAGIC: libc::__fsword_t = 0x6e73_6673;
-    nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::FsType(NSFS_MAGIC))
-        .unwrap_or(false)
+    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type() == nix::sys::statfs::FsType(NSFS_MAGIC)).unwrap_or(false)
 }
 
 /// Whether the namespace is up (mounted).
