@@ -7,11 +7,17 @@
 //! ("l/XXXXXXXXXX:" = 13 bytes a layer: 200 layers fit in the 4096-byte page) without
 //! changing the working directory of the rest of the process, as containers/storage does
 //! with its re-exec'd mount helper.
+//!
+//! With [`MountMethod::Program`] the store runs a fuse-overlayfs compatible program the way
+//! containers/storage runs its `mount_program`: `<program> -o <options> <merged>` with the
+//! store root as working directory; the program returns once the mount is in place and
+//! keeps serving it in the background. [`MountMethod::Auto`] tries the kernel first.
 
 use std::fs;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -19,7 +25,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
 use crate::error::{Error, IoContext, Result};
-use crate::store::{self, ContainerRecord, Store};
+use crate::store::{self, ContainerRecord, MountMethod, Store};
 
 /// The kernel's limit on mount data (one page, including the NUL).
 const MOUNT_DATA_MAX: usize = 4095;
@@ -76,6 +82,19 @@ impl Store {
 
     /// The overlay mount options for a container (paths relative to the store root).
     pub fn mount_options(&self, id: &str) -> Result<String> {
+        let data = self.overlay_data(id, self.rootless())?;
+        if data.len() > MOUNT_DATA_MAX {
+            let rec = self.container(id)?;
+            return Err(Error::Mount(format!(
+                "{} layers need {} bytes of mount options, over the kernel's {MOUNT_DATA_MAX}",
+                rec.layers.len(),
+                data.len()
+            )));
+        }
+        Ok(data)
+    }
+
+    fn overlay_data(&self, id: &str, userxattr: bool) -> Result<String> {
         let rec = self.container(id)?;
         let mut lowers = Vec::new();
         for l in rec.layers.iter().rev() {
@@ -88,15 +107,8 @@ impl Store {
         }
         let mut data =
             format!("lowerdir={},upperdir=containers/{id}/diff,workdir=containers/{id}/work", lowers.join(":"));
-        if self.rootless() {
+        if userxattr {
             data.push_str(",userxattr");
-        }
-        if data.len() > MOUNT_DATA_MAX {
-            return Err(Error::Mount(format!(
-                "{} layers need {} bytes of mount options, over the kernel's {MOUNT_DATA_MAX}",
-                rec.layers.len(),
-                data.len()
-            )));
         }
         Ok(data)
     }
@@ -107,9 +119,23 @@ impl Store {
         if self.is_mounted(id)? {
             return Ok(merged);
         }
+        match self.mount_method().clone() {
+            MountMethod::Kernel => self.mount_kernel(id, &merged),
+            MountMethod::Program(p) => self.mount_program(&p, id, &merged),
+            MountMethod::Auto(p) => match self.mount_kernel(id, &merged) {
+                Ok(m) => Ok(m),
+                Err(e) => {
+                    tracing::info!("kernel overlay refused ({e}); using {}", p.display());
+                    self.mount_program(&p, id, &merged)
+                }
+            },
+        }
+    }
+
+    fn mount_kernel(&self, id: &str, merged: &Path) -> Result<PathBuf> {
         let data = self.mount_options(id)?;
         let root = crate::safefs::open_dir(self.root())?;
-        let target = merged.clone();
+        let target = merged.to_path_buf();
         let res = std::thread::scope(|s| {
             s.spawn(|| -> nix::Result<()> {
                 // This thread gets its own cwd; the rest of the process keeps theirs.
@@ -120,7 +146,7 @@ impl Store {
             .join()
         });
         match res {
-            Ok(Ok(())) => Ok(merged),
+            Ok(Ok(())) => Ok(merged.to_path_buf()),
             Ok(Err(e)) => {
                 Err(Error::Mount(format!("overlay on {}: {e} (options: {} bytes)", merged.display(), data.len())))
             }
@@ -128,7 +154,34 @@ impl Store {
         }
     }
 
-    /// Unmounts the container's rootfs (a no-op if it is not mounted).
+    fn mount_program(&self, program: &Path, id: &str, merged: &Path) -> Result<PathBuf> {
+        let data = self.overlay_data(id, false)?;
+        let out = Command::new(program)
+            .arg("-o")
+            .arg(&data)
+            .arg(merged)
+            .current_dir(self.root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| Error::Mount(format!("using mount program {}: {e}", program.display())))?;
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        let stderr = if stderr.is_empty() { "<stderr empty>".to_owned() } else { stderr };
+        if !out.status.success() {
+            return Err(Error::Mount(format!("using mount program {}: {stderr}: {}", program.display(), out.status)));
+        }
+        if !self.is_mounted(id)? {
+            return Err(Error::Mount(format!(
+                "using mount program {}: {stderr}: it exited without mounting",
+                program.display()
+            )));
+        }
+        Ok(merged.to_path_buf())
+    }
+
+    /// Unmounts the container's rootfs (a no-op if it is not mounted): umount2 where
+    /// permitted, else `fusermount3 -u` for a FUSE mount.
     pub fn unmount(&self, id: &str) -> Result<()> {
         let merged = self.container_rootfs(id)?;
         if !self.is_mounted(id)? {
@@ -139,6 +192,7 @@ impl Store {
             Err(Errno::EBUSY) => {
                 umount2(&merged, MntFlags::MNT_DETACH).ctx(|| format!("unmounting {}", merged.display()))
             }
+            Err(Errno::EPERM) => fusermount_u(&merged),
             Err(e) => Err(e).ctx(|| format!("unmounting {}", merged.display())),
         }
     }
@@ -152,4 +206,52 @@ impl Store {
         fs::rename(&dir, &tmp).ctx(|| format!("removing container {id}"))?;
         fs::remove_dir_all(&tmp).ctx(|| format!("removing container {id}"))
     }
+}
+
+/// `fusermount3 -u` (then `fusermount -u`) of a FUSE mount the caller may not umount2.
+fn fusermount_u(path: &Path) -> Result<()> {
+    let mut last = String::new();
+    for prog in ["fusermount3", "fusermount"] {
+        match Command::new(prog).arg("-u").arg(path).stdin(Stdio::null()).stdout(Stdio::null()).output() {
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) => last = String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+            Err(e) => last = format!("{prog}: {e}"),
+        }
+    }
+    Err(Error::Mount(format!("unmounting {}: {last}", path.display())))
+}
+
+/// Whether kernel overlayfs can be mounted here by this process (`userxattr` when
+/// rootless): a throwaway mount in a temporary directory under `scratch`.
+pub fn kernel_overlay_works(scratch: &Path, rootless: bool) -> bool {
+    let Ok(t) = tempfile_dir(scratch) else { return false };
+    let ok = (|| -> std::io::Result<bool> {
+        for d in ["l", "u", "w", "m"] {
+            fs::create_dir(t.join(d))?;
+        }
+        let mut data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            t.join("l").display(),
+            t.join("u").display(),
+            t.join("w").display()
+        );
+        if rootless {
+            data.push_str(",userxattr");
+        }
+        let m = t.join("m");
+        if mount(Some("overlay"), &m, Some("overlay"), MsFlags::empty(), Some(data.as_str())).is_err() {
+            return Ok(false);
+        }
+        let _ = umount2(&m, MntFlags::MNT_DETACH);
+        Ok(true)
+    })()
+    .unwrap_or(false);
+    let _ = fs::remove_dir_all(&t);
+    ok
+}
+
+fn tempfile_dir(scratch: &Path) -> std::io::Result<PathBuf> {
+    let p = scratch.join(format!(".overlay-probe-{}", store::random_hex(6)));
+    fs::create_dir_all(&p)?;
+    Ok(p)
 }

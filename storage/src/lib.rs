@@ -13,7 +13,8 @@ pub mod registry;
 pub mod safefs;
 pub mod store;
 
-pub use store::{default_root, ContainerRecord, ImageLayer, ImageRecord, LayerRecord, Store};
+pub use container::kernel_overlay_works;
+pub use store::{default_root, ContainerRecord, ImageLayer, ImageRecord, LayerRecord, MountMethod, Store};
 
 pub use registry::{login, logout, pull, Credentials, LoginOptions, PullOptions, Reference, RegistryError};
 

@@ -154,6 +154,20 @@ pub(crate) struct Created {
 pub struct Store {
     root: PathBuf,
     rootless: bool,
+    mount_method: MountMethod,
+}
+
+/// How container root filesystems are mounted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MountMethod {
+    /// Kernel overlayfs (the default).
+    #[default]
+    Kernel,
+    /// A fuse-overlayfs compatible program (`fuse-overlay`, `fuse-overlayfs`), run as
+    /// containers/storage runs its `mount_program`.
+    Program(PathBuf),
+    /// Kernel overlayfs, falling back to the program where the kernel refuses it.
+    Auto(PathBuf),
 }
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -230,7 +244,7 @@ impl Store {
         for d in ["blobs/sha256", "layers", "l", "images", "containers"] {
             fs::create_dir_all(root.join(d)).ctx(|| format!("creating {}", root.join(d).display()))?;
         }
-        let s = Store { root, rootless };
+        let s = Store { root, rootless, mount_method: MountMethod::Kernel };
         s.clean_stale()?;
         Ok(s)
     }
@@ -243,6 +257,17 @@ impl Store {
     /// Whether the store runs rootless.
     pub fn rootless(&self) -> bool {
         self.rootless
+    }
+
+    /// The store with another way of mounting container root filesystems.
+    pub fn with_mount_method(mut self, m: MountMethod) -> Store {
+        self.mount_method = m;
+        self
+    }
+
+    /// How container root filesystems are mounted.
+    pub fn mount_method(&self) -> &MountMethod {
+        &self.mount_method
     }
 
     fn flock(&self, name: &str, arg: FlockArg) -> Result<Flock<File>> {

@@ -1,1 +1,645 @@
-//! fuse-overlay integration tests (placeholder).
+//! Integration tests of `fuse-overlay`: each test builds small layers in its own temporary
+//! directory, mounts the binary (in the foreground, as a child process), and unmounts and
+//! kills it on drop, also on failure.
+
+#![allow(clippy::unwrap_used)]
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fuse-overlay");
+
+fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("RPOD_REQUIRE_ROOT").is_some_and(|v| v == "1") {
+        panic!("{test}: needs root (RPOD_REQUIRE_ROOT=1)");
+    }
+    eprintln!("SKIPPED {test}: FUSE mounts of other users' layers need root (set RPOD_REQUIRE_ROOT=1 to fail instead)");
+    false
+}
+
+fn mounted(p: &Path) -> bool {
+    match (fs::symlink_metadata(p), fs::symlink_metadata(p.parent().unwrap())) {
+        (Ok(a), Ok(b)) => a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+fn lazy_unmount(p: &Path) {
+    if mounted(p) && nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH).is_err() {
+        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(p).stderr(Stdio::null()).status();
+    }
+}
+
+/// A running fuse-overlay (foreground child); unmounted and killed on drop.
+struct Fuse {
+    child: Option<Child>,
+    mnt: PathBuf,
+}
+
+impl Fuse {
+    fn start(opts: &str, mnt: &Path) -> Fuse {
+        Self::start_env(opts, mnt, &[])
+    }
+
+    fn start_env(opts: &str, mnt: &Path, env: &[(&str, &str)]) -> Fuse {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-f").arg("-o").arg(opts).arg(mnt).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut f = Fuse { child: Some(child), mnt: mnt.to_owned() };
+        let t0 = Instant::now();
+        while !mounted(mnt) {
+            if let Some(st) = f.child.as_mut().unwrap().try_wait().unwrap() {
+                let mut e = String::new();
+                f.child.as_mut().unwrap().stderr.take().unwrap().read_to_string(&mut e).unwrap();
+                panic!("fuse-overlay exited with {st}: {e}");
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "not mounted after 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        f
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    /// Unmounts and waits for the daemon to exit; returns whether it exited successfully.
+    fn stop(mut self) -> bool {
+        lazy_unmount(&self.mnt);
+        let mut c = self.child.take().unwrap();
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.success();
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Fuse {
+    fn drop(&mut self) {
+        lazy_unmount(&self.mnt);
+        if let Some(mut c) = self.child.take() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGCONT);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A temporary tree with lower layers, upper, work and mount point.
+struct Tree {
+    t: tempfile::TempDir,
+}
+
+impl Tree {
+    fn new() -> Tree {
+        let t = tempfile::Builder::new().prefix("fuse-test-").tempdir().unwrap();
+        for d in ["l1", "l2", "u", "w", "m"] {
+            fs::create_dir(t.path().join(d)).unwrap();
+        }
+        Tree { t }
+    }
+    fn p(&self, rel: &str) -> PathBuf {
+        self.t.path().join(rel)
+    }
+    fn opts(&self) -> String {
+        format!(
+            "lowerdir={}:{},upperdir={},workdir={}",
+            self.p("l1").display(),
+            self.p("l2").display(),
+            self.p("u").display(),
+            self.p("w").display()
+        )
+    }
+}
+
+fn cs(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn set_xattr(p: &Path, name: &str, v: &[u8]) {
+    let (p, n) = (cs(p), CString::new(name).unwrap());
+    // SAFETY: NUL-terminated strings and a valid value buffer.
+    let r = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+    assert_eq!(r, 0, "setxattr {name} on {}: {}", p.to_string_lossy(), std::io::Error::last_os_error());
+}
+
+fn get_xattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let (p, n) = (cs(p), CString::new(name).unwrap());
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `buf` is valid for writes of its length.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+fn list_xattr(p: &Path) -> Vec<String> {
+    let p = cs(p);
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `buf` is valid for writes of its length.
+    let r = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(r >= 0);
+    buf.truncate(r as usize);
+    buf.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+}
+
+fn mknod(p: &Path, mode: u32, dev: u64) {
+    let c = cs(p);
+    // SAFETY: NUL-terminated path.
+    let r = unsafe { libc::mknod(c.as_ptr(), mode, dev) };
+    assert_eq!(r, 0, "mknod {}: {}", p.display(), std::io::Error::last_os_error());
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+fn errno(r: std::io::Result<impl Sized>) -> i32 {
+    r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
+}
+
+/// The layer set used by most tests: whiteouts and opaque dirs in every form the
+/// reference reads.
+fn build_layers(t: &Tree) {
+    let (l1, l2) = (t.p("l1"), t.p("l2"));
+    fs::write(l2.join("a"), "a-lower").unwrap();
+    fs::write(l2.join("chm"), "chmod me").unwrap();
+    fs::write(l2.join("own"), "chown me").unwrap();
+    fs::write(l2.join("times"), "touch me").unwrap();
+    fs::write(l2.join("xa"), "xattr me").unwrap();
+    fs::write(l2.join("mv"), "move me").unwrap();
+    fs::write(l2.join("rm"), "remove me").unwrap();
+    fs::write(l2.join("mm"), "mmap-me-please").unwrap();
+    fs::write(l2.join("hl1"), "linked").unwrap();
+    fs::hard_link(l2.join("hl1"), l2.join("hl2")).unwrap();
+    std::os::unix::fs::symlink("a", l2.join("sym")).unwrap();
+    for d in ["d", "op1", "op2", "op3", "op4", "rd", "ren"] {
+        fs::create_dir(l2.join(d)).unwrap();
+    }
+    for f in ["d/x", "d/y", "d/hid", "op1/no", "op2/no", "op3/no", "op4/no", "rd/f", "ren/f"] {
+        fs::write(l2.join(f), f).unwrap();
+    }
+    let f = fs::File::create(l2.join("sparse")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    drop(f);
+    fs::write(l1.join("b"), "b-top").unwrap();
+    for d in ["d", "op1", "op2", "op3", "op4"] {
+        fs::create_dir(l1.join(d)).unwrap();
+    }
+    fs::write(l1.join("d/z"), "z").unwrap();
+    mknod(&l1.join("d/x"), libc::S_IFCHR, 0); // whiteout as a 0/0 device
+    fs::write(l1.join("d/.wh.y"), "").unwrap(); // whiteout as a .wh. file
+    set_xattr(&l1.join("op1"), "trusted.overlay.opaque", b"y");
+    set_xattr(&l1.join("op2"), "user.overlay.opaque", b"y");
+    set_xattr(&l1.join("op3"), "user.fuseoverlayfs.opaque", b"y");
+    fs::write(l1.join("op4/.wh..wh..opq"), "").unwrap();
+    for d in ["op1", "op2", "op3", "op4"] {
+        fs::write(l1.join(d).join("yes"), "yes").unwrap();
+    }
+    fs::write(l1.join(".wh.rootgone"), "").unwrap();
+    fs::write(l2.join("rootgone"), "hidden").unwrap();
+}
+
+#[test]
+fn core_overlay_semantics() {
+    if !require_root("core_overlay_semantics") {
+        return;
+    }
+    let t = Tree::new();
+    build_layers(&t);
+    let m = t.p("m");
+    let fuse = Fuse::start(&t.opts(), &m);
+
+    // Lookup and listing across layers, whiteouts and opaque dirs in every form.
+    let top = names(&m);
+    for n in ["a", "b", "d", "op1", "sym", "hl1", "hl2"] {
+        assert!(top.contains(&n.to_owned()), "{n} missing from {top:?}");
+    }
+    assert!(!top.iter().any(|n| n.starts_with(".wh.") || n == "rootgone"), "{top:?}");
+    assert_eq!(names(&m.join("d")), ["hid", "z"]);
+    assert_eq!(errno(fs::metadata(m.join("d/x"))), libc::ENOENT);
+    assert_eq!(errno(fs::metadata(m.join("d/y"))), libc::ENOENT);
+    assert_eq!(errno(fs::metadata(m.join("d/.wh.y"))), libc::ENOENT);
+    for d in ["op1", "op2", "op3", "op4"] {
+        assert_eq!(names(&m.join(d)), ["yes"], "{d} is opaque");
+    }
+    assert_eq!(fs::read_to_string(m.join("sym")).unwrap(), "a-lower");
+    assert!(!list_xattr(&m.join("op1")).iter().any(|x| x.starts_with("trusted.overlay")));
+
+    // Copy-up on every kind of change.
+    let mut f = fs::OpenOptions::new().append(true).open(m.join("a")).unwrap();
+    f.write_all(b"+more").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(fs::read_to_string(m.join("a")).unwrap(), "a-lower+more");
+    assert_eq!(fs::read_to_string(t.p("l2/a")).unwrap(), "a-lower", "lower untouched");
+    fs::set_permissions(m.join("chm"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(fs::metadata(t.p("u/chm")).unwrap().mode() & 0o7777, 0o600);
+    assert_eq!(fs::read_to_string(t.p("u/chm")).unwrap(), "chmod me");
+    std::os::unix::fs::lchown(m.join("own"), Some(1234), Some(5678)).unwrap();
+    let um = fs::metadata(t.p("u/own")).unwrap();
+    assert_eq!((um.uid(), um.gid()), (1234, 5678));
+    assert_eq!(fs::metadata(m.join("own")).unwrap().uid(), 1234);
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+    fs::File::open(m.join("times")).unwrap().set_modified(when).unwrap();
+    assert_eq!(fs::metadata(t.p("u/times")).unwrap().mtime(), 1_500_000_000);
+    assert_eq!(fs::metadata(m.join("times")).unwrap().mtime(), 1_500_000_000);
+    set_xattr(&m.join("xa"), "user.test", b"value");
+    assert_eq!(get_xattr(&m.join("xa"), "user.test").unwrap(), b"value");
+    assert_eq!(get_xattr(&t.p("u/xa"), "user.test").unwrap(), b"value");
+    assert!(list_xattr(&m.join("xa")).contains(&"user.test".to_owned()));
+
+    // mmap writes.
+    {
+        let f = fs::OpenOptions::new().read(true).write(true).open(m.join("mm")).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: a shared mapping of 14 bytes of an open file, unmapped below.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), 14, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f.as_raw_fd(), 0)
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: `p` maps 14 writable bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b"MMAP".as_ptr(), p.cast::<u8>(), 4);
+            assert_eq!(libc::msync(p, 14, libc::MS_SYNC), 0);
+            libc::munmap(p, 14);
+        }
+    }
+    assert_eq!(fs::read_to_string(m.join("mm")).unwrap(), "MMAP-me-please");
+
+    // Sparse copy-up keeps holes.
+    fs::OpenOptions::new().write(true).open(m.join("sparse")).unwrap().write_all(b"x").unwrap();
+    let sm = fs::metadata(t.p("u/sparse")).unwrap();
+    assert_eq!(sm.len(), 64 << 20);
+    assert!(sm.blocks() < 1024, "holes kept: {} blocks", sm.blocks());
+
+    // Create, mkdir, unlink, rmdir, rename across layers.
+    fs::write(m.join("new"), "new").unwrap();
+    fs::create_dir(m.join("newdir")).unwrap();
+    fs::write(m.join("newdir/f"), "f").unwrap();
+    fs::rename(m.join("newdir"), m.join("newdir2")).unwrap();
+    assert_eq!(fs::read_to_string(m.join("newdir2/f")).unwrap(), "f");
+    fs::remove_file(m.join("rm")).unwrap();
+    assert_eq!(errno(fs::metadata(m.join("rm"))), libc::ENOENT);
+    let wh = fs::symlink_metadata(t.p("u/rm")).unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "whiteout is a 0/0 device");
+    fs::remove_file(m.join("rd/f")).unwrap();
+    fs::remove_dir(m.join("rd")).unwrap();
+    assert_eq!(errno(fs::metadata(m.join("rd"))), libc::ENOENT);
+    fs::create_dir(m.join("rd")).unwrap();
+    assert!(names(&m.join("rd")).is_empty(), "recreated dir is opaque");
+    assert_eq!(get_xattr(&t.p("u/rd"), "trusted.overlay.opaque").unwrap(), b"y");
+    assert_eq!(errno(fs::remove_dir(m.join("op1"))), libc::ENOTEMPTY);
+    fs::rename(m.join("mv"), m.join("moved")).unwrap();
+    assert_eq!(fs::read_to_string(m.join("moved")).unwrap(), "move me");
+    assert_eq!(errno(fs::metadata(m.join("mv"))), libc::ENOENT);
+    assert_eq!(errno(fs::rename(m.join("ren"), m.join("ren2"))), libc::EXDEV, "lower dirs are not renamed");
+    fs::rename(m.join("b"), m.join("d/b")).unwrap();
+    assert_eq!(fs::read_to_string(m.join("d/b")).unwrap(), "b-top");
+    fs::write(m.join("rm"), "again").unwrap();
+    assert_eq!(fs::read_to_string(m.join("rm")).unwrap(), "again", "create over a whiteout");
+
+    // Hard links, symlinks, special files.
+    fs::hard_link(m.join("a"), m.join("a2")).unwrap();
+    let (a, a2) = (fs::metadata(m.join("a")).unwrap(), fs::metadata(m.join("a2")).unwrap());
+    assert_eq!((a.ino(), a.nlink()), (a2.ino(), 2));
+    let (h1, h2) = (fs::metadata(m.join("hl1")).unwrap(), fs::metadata(m.join("hl2")).unwrap());
+    assert_eq!((h1.ino(), h1.nlink()), (h2.ino(), 2), "lower hard links");
+    std::os::unix::fs::symlink("new", m.join("sym2")).unwrap();
+    assert_eq!(fs::read_link(m.join("sym2")).unwrap(), Path::new("new"));
+    assert_eq!(fs::read_to_string(m.join("sym2")).unwrap(), "new");
+    let fifo = cs(&m.join("fifo"));
+    // SAFETY: NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    assert!(fs::symlink_metadata(m.join("fifo")).unwrap().file_type().is_fifo());
+    mknod(&m.join("null"), libc::S_IFCHR | 0o666, libc::makedev(1, 3));
+    assert_eq!(fs::symlink_metadata(m.join("null")).unwrap().rdev(), libc::makedev(1, 3));
+
+    // statfs and fsync.
+    let sv = nix::sys::statvfs::statvfs(&m).unwrap();
+    assert!(sv.blocks() > 0);
+    let f = fs::OpenOptions::new().write(true).open(m.join("new")).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+
+    // Inode numbers are unique (hard links share theirs).
+    let mut seen = std::collections::HashMap::new();
+    let mut stack = vec![m.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let md = fs::symlink_metadata(e.path()).unwrap();
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+            if md.nlink() > 1 && !md.is_dir() {
+                continue;
+            }
+            if let Some(prev) = seen.insert(md.ino(), e.path()) {
+                panic!("inode {} shared by {} and {}", md.ino(), prev.display(), e.path().display());
+            }
+        }
+    }
+    assert!(fuse.stop(), "clean exit on unmount");
+    assert!(names(&t.p("w/work")).is_empty(), "no leftovers in the work dir");
+    // Remount: the changes persist.
+    let fuse = Fuse::start(&t.opts(), &m);
+    assert_eq!(fs::read_to_string(m.join("a")).unwrap(), "a-lower+more");
+    assert_eq!(names(&m.join("d")), ["b", "hid", "z"]);
+    assert!(names(&m.join("rd")).is_empty());
+    assert_eq!(errno(fs::metadata(m.join("mv"))), libc::ENOENT);
+    drop(fuse);
+}
+
+#[test]
+fn options_and_errors() {
+    if !require_root("options_and_errors") {
+        return;
+    }
+    let t = Tree::new();
+    fs::create_dir(t.p("l:3")).unwrap();
+    fs::write(t.p("l:3/f"), "f").unwrap();
+    fs::write(t.p("l2/g"), "g").unwrap();
+    fs::create_dir(t.p("l2/dir")).unwrap();
+    std::os::unix::fs::lchown(t.p("l2/g"), Some(5), Some(6)).unwrap();
+    set_xattr(&t.p("l2/g"), "user.x", b"1");
+    let m = t.p("m");
+
+    // Missing and unusable directories are errors before mounting.
+    for (opts, want) in [
+        ("lowerdir=/nonexistent-fuse-test".to_owned(), "cannot access lowerdir"),
+        (format!("lowerdir={},upperdir={}", t.p("l2").display(), t.p("u").display()), "workdir not specified"),
+        (format!("lowerdir={},xattr_permissions=7", t.p("l2").display()), "xattr_permissions"),
+    ] {
+        let out = Command::new(BIN).arg("-o").arg(&opts).arg(&m).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{opts}");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains(want), "{opts}: {e}");
+        assert!(!mounted(&m));
+    }
+
+    // Escaped colon, unknown options, id mapping, static_nlink, read-only without upper.
+    let lower = format!("{}:{}", t.p("l\\:3").display(), t.p("l2").display());
+    let out = Command::new(BIN)
+        .arg("-o")
+        .arg(format!("lowerdir={lower},frobnicate=1,uidmapping=0:1000:10,gidmapping=0:2000:10,static_nlink"))
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument ignored: frobnicate=1"));
+    assert!(mounted(&m), "daemonized and mounted when the command returned");
+    assert_eq!(names(&m), ["dir", "f", "g"]);
+    let g = fs::metadata(m.join("g")).unwrap();
+    assert_eq!((g.uid(), g.gid()), (1005, 2006));
+    assert_eq!(fs::metadata(m.join("dir")).unwrap().nlink(), 1);
+    assert_eq!(errno(fs::write(m.join("nope"), "x")), libc::EROFS);
+    lazy_unmount(&m);
+    std::thread::sleep(Duration::from_millis(100));
+
+    let fuse =
+        Fuse::start(&format!("lowerdir={},squash_to_uid=77,squash_to_gid=88,noxattrs=1", t.p("l2").display()), &m);
+    let g = fs::metadata(m.join("g")).unwrap();
+    assert_eq!((g.uid(), g.gid()), (77, 88));
+    assert_eq!(get_xattr(&m.join("g"), "user.x"), Err(libc::EOPNOTSUPP));
+    drop(fuse);
+    let fuse = Fuse::start(&format!("lowerdir={},squash_to_root", t.p("l2").display()), &m);
+    assert_eq!(fs::metadata(m.join("g")).unwrap().uid(), 0);
+    drop(fuse);
+
+    // Through mount.fuse3, as `mount -t fuse.fuse-overlay SRC MNT` runs it (mount(8) itself
+    // looks for the program in the standard PATH only, where the test binary is not).
+    let bindir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bindir.display());
+    let out = Command::new("mount.fuse3")
+        .env("PATH", &path)
+        .arg("fuse-overlay")
+        .arg(&m)
+        .arg("-o")
+        .arg(format!("rw,{}", t.opts()))
+        .args(["-t", "fuse.fuse-overlay"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount -t fuse.fuse-overlay: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(mounted(&m));
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts.lines().find(|l| l.contains(m.to_str().unwrap())).unwrap().to_owned();
+    assert!(line.contains("fuse.fuse-overlay"), "{line}");
+    fs::write(m.join("via-mount"), "yes").unwrap();
+    assert!(Command::new("umount").arg(&m).status().unwrap().success());
+    assert_eq!(fs::read_to_string(t.p("u/via-mount")).unwrap(), "yes");
+}
+
+/// Reads `len` bytes from `f` on a thread; `None` if that takes longer than `limit`.
+fn read_within(f: fs::File, len: usize, limit: Duration) -> Option<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut f = f;
+        let mut v = vec![0u8; len];
+        let r = f.read_exact(&mut v).map(|()| v);
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(limit).ok().map(|r| r.unwrap())
+}
+
+#[test]
+fn passthrough_serves_reads_without_the_daemon() {
+    if !require_root("passthrough_serves_reads_without_the_daemon") {
+        return;
+    }
+    let t = Tree::new();
+    let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+    fs::write(t.p("l2/data"), &data).unwrap();
+    fs::write(t.p("l2/data2"), &data).unwrap();
+    let m = t.p("m");
+    use nix::sys::signal::{kill, Signal};
+
+    // With passthrough the kernel reads the layer file itself: the daemon can be stopped.
+    let fuse = Fuse::start(&t.opts(), &m);
+    let f = fs::File::open(m.join("data")).unwrap();
+    kill(fuse.pid(), Signal::SIGSTOP).unwrap();
+    let got = read_within(f, data.len(), Duration::from_secs(10));
+    kill(fuse.pid(), Signal::SIGCONT).unwrap();
+    assert!(got.as_deref() == Some(&data[..]), "read while the daemon was stopped: passthrough not used");
+    drop(fuse);
+
+    // Without it (the fallback), the same read needs the daemon: this proves the test can fail.
+    let fuse = Fuse::start_env(&t.opts(), &m, &[("FUSE_OVERLAYFS_NO_PASSTHROUGH", "1")]);
+    let f = fs::File::open(m.join("data2")).unwrap();
+    kill(fuse.pid(), Signal::SIGSTOP).unwrap();
+    let got = read_within(f, data.len(), Duration::from_millis(1500));
+    kill(fuse.pid(), Signal::SIGCONT).unwrap();
+    assert!(got.is_none(), "without passthrough a read needs the daemon");
+    assert_eq!(fs::read(m.join("data2")).unwrap(), data, "fallback reads work");
+    drop(fuse);
+}
+
+#[test]
+fn faults() {
+    if !require_root("faults") {
+        return;
+    }
+    let t = Tree::new();
+    let m = t.p("m");
+    fs::write(t.p("l2/keep"), "keep").unwrap();
+    fs::write(t.p("l2/gone"), "gone").unwrap();
+    {
+        let mut f = fs::File::create(t.p("l2/big")).unwrap();
+        let chunk = vec![0xabu8; 1 << 20];
+        for _ in 0..256 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    // SIGTERM unmounts and exits 0.
+    let mut fuse = Fuse::start(&t.opts(), &m);
+    nix::sys::signal::kill(fuse.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut c = fuse.child.take().unwrap();
+    let t0 = Instant::now();
+    let st = loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(st.success(), "exit status after SIGTERM: {st}");
+    assert!(!mounted(&m));
+    drop(fuse);
+
+    // kill -9 during a copy-up never leaves a partial file in the upper layer.
+    let fuse = Fuse::start(&t.opts(), &m);
+    let target = m.join("big");
+    let th = std::thread::spawn(move || fs::set_permissions(target, fs::Permissions::from_mode(0o600)));
+    std::thread::sleep(Duration::from_millis(40));
+    nix::sys::signal::kill(fuse.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = th.join();
+    drop(fuse);
+    match fs::metadata(t.p("u/big")) {
+        Ok(md) => assert_eq!(md.len(), 256 << 20, "upper file is complete if present"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT)),
+    }
+    let fuse = Fuse::start(&t.opts(), &m);
+    assert!(names(&t.p("w/work")).is_empty(), "the work dir is cleaned at mount");
+    assert_eq!(fs::metadata(m.join("big")).unwrap().len(), 256 << 20);
+
+    // A lower layer changed underneath: errors, never a crash.
+    assert_eq!(fs::read_to_string(m.join("gone")).unwrap(), "gone");
+    fs::remove_file(t.p("l2/gone")).unwrap();
+    fs::remove_file(t.p("l2/keep")).unwrap();
+    let _ = fs::read_to_string(m.join("gone"));
+    let _ = fs::read_to_string(m.join("keep"));
+    let _ = fs::set_permissions(m.join("keep"), fs::Permissions::from_mode(0o600));
+    fs::create_dir(t.p("l2/newdir")).unwrap();
+    let _ = names(&m);
+    fs::write(m.join("still-works"), "ok").unwrap();
+    assert_eq!(fs::read_to_string(m.join("still-works")).unwrap(), "ok");
+    assert!(fuse.stop(), "daemon alive and exits cleanly");
+}
+
+/// Runs a shell script as `rpodtest`.
+fn as_rpodtest(script: &str) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid", "rpodtest", "--regid", "rpodtest", "--init-groups", "env", "-i"])
+        .args(["HOME=/tmp", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "sh", "-euc", script])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn rootless_user_namespace_and_fusermount() {
+    if !require_root("rootless_user_namespace_and_fusermount") {
+        return;
+    }
+    if Command::new("id").arg("rpodtest").output().map(|o| !o.status.success()).unwrap_or(true) {
+        if std::env::var_os("RPOD_REQUIRE_ROOT").is_some_and(|v| v == "1") {
+            panic!("user rpodtest missing (run scripts/setup.sh)");
+        }
+        eprintln!("SKIPPED rootless test: no user rpodtest (scripts/setup.sh creates it)");
+        return;
+    }
+    let t = Tree::new();
+    fs::write(t.p("l2/lower"), "lower").unwrap();
+    fs::write(t.p("l2/gone"), "gone").unwrap();
+    fs::write(t.p("l2/ovr"), "override").unwrap();
+    // The lower layer keeps ownership in override xattrs (a layer extracted rootless).
+    set_xattr(&t.p("l2"), "user.fuseoverlayfs.override_stat", b"0:0:0755:dir");
+    set_xattr(&t.p("l2/ovr"), "user.fuseoverlayfs.override_stat", b"0:0:0640:file");
+    let bin = t.p("fuse-overlay");
+    fs::copy(BIN, &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(t.t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // Layers extracted for the user are owned by ids mapped in its namespace.
+    for d in ["u", "w", "m", "l1", "l2", "l2/lower", "l2/gone", "l2/ovr"] {
+        std::os::unix::fs::chown(t.p(d), Some(1001), Some(1001)).unwrap();
+    }
+    let (b, m, o) = (bin.display(), t.p("m").display().to_string(), t.opts());
+
+    // Inside a user+mount namespace, mounting /dev/fuse directly.
+    let script = format!(
+        "unshare -U -r -m sh -euc '
+         {b} -o {o},xattr_permissions=2 {m}
+         grep -q \"{m} fuse.fuse-overlay\" /proc/self/mounts
+         cat {m}/lower; echo
+         echo new > {m}/new
+         chmod 4750 {m}/new
+         stat -c %a {m}/new
+         stat -c %a {m}/ovr
+         rm {m}/gone
+         ls {m}
+         umount {m}'"
+    );
+    let out = as_rpodtest(&script);
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "userns: {so} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(so.contains("lower\n"), "{so}");
+    assert!(so.contains("4750\n"), "mode kept in the override xattr: {so}");
+    assert!(so.contains("640\n"), "lower override xattr read: {so}");
+    assert!(!so.contains("gone"), "{so}");
+    let ov = get_xattr(&t.p("u/new"), "user.fuseoverlayfs.override_stat").unwrap();
+    assert!(String::from_utf8_lossy(&ov).starts_with("0:0:04750"), "{}", String::from_utf8_lossy(&ov));
+    assert_eq!(fs::metadata(t.p("u/new")).unwrap().uid(), 1001);
+    assert!(fs::symlink_metadata(t.p("u/gone")).is_ok() || t.p("u/.wh.gone").exists(), "whiteout written");
+
+    // Without a namespace, through fusermount3 (a fresh upper: the first one now keeps its
+    // owners in xattrs, as seen from inside the namespace).
+    for d in ["u2", "w2"] {
+        fs::create_dir(t.p(d)).unwrap();
+        std::os::unix::fs::chown(t.p(d), Some(1001), Some(1001)).unwrap();
+    }
+    let o =
+        format!("lowerdir={},upperdir={},workdir={}", t.p("l2").display(), t.p("u2").display(), t.p("w2").display());
+    let script = format!("{b} -o {o} {m}; echo hi > {m}/viafm; cat {m}/lower; echo; fusermount3 -u {m}");
+    let out = as_rpodtest(&script);
+    let so = String::from_utf8_lossy(&out.stdout);
+    lazy_unmount(&t.p("m"));
+    assert!(out.status.success(), "fusermount3: {so} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(so.contains("lower"), "{so}");
+    assert_eq!(fs::read_to_string(t.p("u2/viafm")).unwrap(), "hi\n");
+    assert_eq!(fs::metadata(t.p("u2/viafm")).unwrap().uid(), 1001);
+}

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rpod_storage::{Digest, Error, Store};
+use rpod_storage::{Digest, Error, MountMethod, Store};
 use sha2::{Digest as _, Sha256};
 
 // ------------------------------------------------------------------ image builders
@@ -541,6 +541,56 @@ fn mount_three_layers() {
     }
     s.delete_container(&id).unwrap();
     assert!(s.containers().unwrap().is_empty());
+}
+
+/// Container root filesystems through `fuse-overlay` as the mount program, with whiteouts
+/// and opaque dirs from the image layers.
+#[cfg(feature = "fuse")]
+#[test]
+fn mount_with_fuse_overlay_program() {
+    if !require_root("mount_with_fuse_overlay_program") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prog = PathBuf::from(env!("CARGO_BIN_EXE_fuse-overlay"));
+    let s = Store::open(dir.path().join("storage")).unwrap().with_mount_method(MountMethod::Program(prog.clone()));
+    assert_eq!(s.mount_method(), &MountMethod::Program(prog));
+    s.load_archive(&docker_archive(&[("three", &[base(), mid(), top("3")])])[..]).unwrap();
+    let id = s.create_container("three").unwrap();
+    {
+        let m = Mounted::new(&s, &id);
+        assert!(s.is_mounted(&id).unwrap());
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+        assert!(mounts.lines().any(|l| l.contains(m.merged.to_str().unwrap()) && l.contains(" fuse.fuse-overlay ")));
+        let r = &m.merged;
+        assert_eq!(fs::read_to_string(r.join("etc/os-release")).unwrap(), "ID=test\n");
+        assert_eq!(fs::read_to_string(r.join("etc/link")).unwrap(), "ID=test\n");
+        assert_eq!(names(&r.join("a")), vec!["stays"], "whiteout hides a/gone");
+        assert_eq!(names(&r.join("c")), vec!["new"], "opaque dir hides c/old");
+        fs::write(r.join("upper.txt"), "written").unwrap();
+        fs::remove_file(r.join("a/stays")).unwrap();
+        assert_eq!(s.mount(&id).unwrap(), m.merged);
+    }
+    assert!(!s.is_mounted(&id).unwrap());
+    // The same container through kernel overlay sees what fuse-overlay wrote.
+    let k = Store::open(dir.path().join("storage")).unwrap();
+    {
+        let m = Mounted::new(&k, &id);
+        assert_eq!(fs::read_to_string(m.merged.join("upper.txt")).unwrap(), "written");
+        assert!(names(&m.merged.join("a")).is_empty());
+    }
+    let auto =
+        Store::open(dir.path().join("storage")).unwrap().with_mount_method(MountMethod::Auto("/nonexistent".into()));
+    {
+        let m = Mounted::new(&auto, &id);
+        assert!(m.merged.join("upper.txt").exists(), "Auto uses the kernel when it can");
+    }
+    assert!(rpod_storage::kernel_overlay_works(dir.path(), false));
+    let bad =
+        Store::open(dir.path().join("storage")).unwrap().with_mount_method(MountMethod::Program("/bin/false".into()));
+    let e = bad.mount(&id).unwrap_err();
+    assert!(e.to_string().contains("using mount program /bin/false"), "{e}");
+    s.delete_container(&id).unwrap();
 }
 
 #[test]

@@ -819,6 +819,7 @@ impl Overlay {
 
     /// Copies node `id` (and its parents) into the upper layer. Caller holds `ns`.
     fn copy_up(&self, id: u64, with_data: bool) -> Result<(), Errno> {
+        self.upper()?;
         let (parent, layer) = {
             let g = rl(&self.inodes);
             let n = g.nodes.get(&id).ok_or(Errno::ENOENT)?;
@@ -1737,11 +1738,11 @@ impl Filesystem for Overlay {
             Ok(Some(b)) => {
                 let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: true }));
                 self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b);
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b);
             }
             Ok(None) => {
                 let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: false }));
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH);
             }
             Err(e) => reply.error(e),
         }
@@ -2051,11 +2052,17 @@ impl Filesystem for Overlay {
             Ok(Some(b)) => {
                 let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: true }));
                 self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
-                reply.created_passthrough(&self.ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty(), &b);
+                reply.created_passthrough(&self.ttl, &a, Generation(0), FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b);
             }
             Ok(None) => {
                 let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: false }));
-                reply.created(&self.ttl, &a, Generation(0), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                reply.created(
+                    &self.ttl,
+                    &a,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                );
             }
             Err(e) => reply.error(e),
         }

@@ -1,9 +1,7 @@
 //! Mounting, daemonizing and the request loop.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use fuser::{Config, MountOption, Session, SessionACL};
@@ -187,10 +185,8 @@ pub fn run(o: Options) -> Result<(), RunError> {
         }
         None => {
             config.mount_options = fuser_options(&o);
-            if allow_other(&o) {
-                config.acl = SessionACL::All;
-                config.mount_options.push(MountOption::CUSTOM("allow_other".to_owned()));
-            }
+            // fusermount3 adds allow_other for SessionACL::All; otherwise only the owner.
+            config.acl = if allow_other(&o) { SessionACL::All } else { SessionACL::Owner };
             Session::new(fs, &mountpoint, &config).map_err(merr)?
         }
     };
@@ -212,9 +208,12 @@ pub fn run(o: Options) -> Result<(), RunError> {
         if let Ok(sig) = set.wait() {
             tracing::info!("{sig:?}: unmounting");
             unmount(&mp);
+            // A copy of the mount in another mount namespace keeps the connection alive;
+            // exiting closes /dev/fuse, which ends it there too.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            std::process::exit(0);
         }
     });
-    let _ = CString::new(mountpoint.as_os_str().as_bytes());
     let bg = session.spawn().map_err(RunError::Session)?;
     bg.join().map_err(RunError::Session)
 }
