@@ -817,6 +817,15 @@ impl Overlay {
 
     // ------------------------------------------------------------------ copy-up
 
+    /// [`Self::copy_up`] taking the namespace lock, unless the node is in the upper layer.
+    fn copy_up_locked(&self, id: u64, with_data: bool) -> Result<(), Errno> {
+        if self.has_upper && rl(&self.inodes).nodes.get(&id).is_some_and(|n| n.layer == 0) {
+            return Ok(());
+        }
+        let _ns = ml(&self.ns);
+        self.copy_up(id, with_data)
+    }
+
     /// Copies node `id` (and its parents) into the upper layer. Caller holds `ns`.
     fn copy_up(&self, id: u64, with_data: bool) -> Result<(), Errno> {
         self.upper()?;
@@ -1096,16 +1105,49 @@ impl Overlay {
         }
         self.copy_up(parent, true)?;
         let p = self.info(parent)?;
-        if self.find_child(&p, name)?.is_some() {
-            return Err(Errno::EEXIST);
+        if p.fmt != libc::S_IFDIR {
+            return Err(Errno::ENOTDIR);
         }
-        let below = self.lower_has(&p, name);
-        self.clear_whiteout(&p.path, name).map_err(ioerr)?;
+        // One pass over the layers: is the name visible, is it in a lower layer, and is
+        // there a whiteout in the upper layer to remove.
+        let path = sys::join(&p.path, name).map_err(ioerr)?;
+        let (mut hidden, mut below, mut upper_wh) = (false, false, false);
+        for l in p.layer..=p.bottom {
+            match sys::fstatat(self.layers[l].fd(), &path) {
+                Ok(st) => {
+                    below |= l > 0;
+                    if sys::is_whiteout(&st) {
+                        upper_wh |= l == 0;
+                        hidden = true;
+                    } else if !hidden {
+                        return Err(Errno::EEXIST);
+                    }
+                }
+                Err(e) if no_ent(&e) => {
+                    if !hidden && self.wh_exists(l, &p.path, name) {
+                        upper_wh |= l == 0;
+                        hidden = true;
+                    }
+                }
+                Err(e) => return Err(ioerr(e)),
+            }
+        }
+        if upper_wh {
+            self.clear_whiteout(&p.path, name).map_err(ioerr)?;
+        }
         Ok((p, below))
     }
 
-    fn finish_create(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
-        self.do_lookup(parent, name)
+    /// Records a new upper object and returns its attributes.
+    fn finish_create(&self, parent: u64, name: &OsStr, path: &CStr, st: &libc::stat) -> FileAttr {
+        let f = Found { layer: 0, st: *st, bottom: 0 };
+        let id = self.remember(parent, name, &f);
+        self.attr(id, 0, path, st)
+    }
+
+    fn finish_create_at(&self, parent: u64, name: &OsStr, path: &CStr) -> Result<FileAttr, Errno> {
+        let st = sys::fstatat(self.layers[0].fd(), path).map_err(ioerr)?;
+        Ok(self.finish_create(parent, name, path, &st))
     }
 
     fn do_mkdir(&self, req: &Request, parent: u64, name: &OsStr, mode: u32) -> Result<FileAttr, Errno> {
@@ -1137,7 +1179,7 @@ impl Overlay {
                 return Err(ioerr(e));
             }
         }
-        self.finish_create(parent, name)
+        self.finish_create_at(parent, name, &path)
     }
 
     fn do_mknod(&self, req: &Request, parent: u64, name: &OsStr, mode: u32, rdev: u32) -> Result<FileAttr, Errno> {
@@ -1152,7 +1194,7 @@ impl Overlay {
             let _ = sys::unlinkat(up.fd(), &path, false);
             return Err(ioerr(e));
         }
-        self.finish_create(parent, name)
+        self.finish_create_at(parent, name, &path)
     }
 
     fn do_symlink(&self, req: &Request, parent: u64, name: &OsStr, target: &Path) -> Result<FileAttr, Errno> {
@@ -1168,7 +1210,7 @@ impl Overlay {
             let _ = sys::unlinkat(up.fd(), &path, false);
             return Err(ioerr(e));
         }
-        self.finish_create(parent, name)
+        self.finish_create_at(parent, name, &path)
     }
 
     fn do_link(&self, id: u64, newparent: u64, newname: &OsStr) -> Result<FileAttr, Errno> {
@@ -1209,13 +1251,17 @@ impl Overlay {
         let path = sys::join(&p.path, name).map_err(ioerr)?;
         let fl = self.open_flags(flags) | libc::O_CREAT | libc::O_EXCL;
         let fd = sys::openat(up.fd(), &path, fl, mode & 0o7777).map_err(ioerr)?;
-        let abs = up.abs(&path).map_err(ioerr)?;
         let owner = self.owner_for(req, &p.path);
-        if let Err(e) = self.set_owner(up.fd(), &path, &abs, libc::S_IFREG, 0, Some(owner), None) {
-            let _ = sys::unlinkat(up.fd(), &path, false);
-            return Err(ioerr(e));
+        let mut st = sys::fstat(fd.as_fd()).map_err(ioerr)?;
+        if (st.st_uid, st.st_gid) != owner || up.stat_mode != StatMode::Real {
+            let abs = up.abs(&path).map_err(ioerr)?;
+            if let Err(e) = self.set_owner(up.fd(), &path, &abs, libc::S_IFREG, 0, Some(owner), None) {
+                let _ = sys::unlinkat(up.fd(), &path, false);
+                return Err(ioerr(e));
+            }
+            st = sys::fstat(fd.as_fd()).map_err(ioerr)?;
         }
-        let attr = self.finish_create(parent, name)?;
+        let attr = self.finish_create(parent, name, &path, &st);
         let id = attr.ino.0;
         Ok((attr, fd, id))
     }
@@ -1402,10 +1448,7 @@ impl Overlay {
         mtime: Option<TimeOrNow>,
         fh: Option<FileHandle>,
     ) -> Result<FileAttr, Errno> {
-        {
-            let _ns = ml(&self.ns);
-            self.copy_up(id, size != Some(0))?;
-        }
+        self.copy_up_locked(id, size != Some(0))?;
         let i = self.info(id)?;
         let up = self.upper()?;
         let abs = up.abs(&i.path).map_err(ioerr)?;
@@ -1455,8 +1498,7 @@ impl Overlay {
         let acc = flags & libc::O_ACCMODE;
         let write = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
         if write {
-            let _ns = ml(&self.ns);
-            self.copy_up(id, flags & libc::O_TRUNC == 0)?;
+            self.copy_up_locked(id, flags & libc::O_TRUNC == 0)?;
         }
         let i = self.info(id)?;
         let fd = sys::openat(self.layers[i.layer].fd(), &i.path, self.open_flags(flags), 0).map_err(ioerr)?;
@@ -1598,6 +1640,26 @@ fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, start: u64, end: u64) ->
     Ok(())
 }
 
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
 macro_rules! reply_err {
     ($reply:expr, $res:expr, $ok:ident => $body:expr) => {
         match $res {
@@ -1619,7 +1681,11 @@ impl Filesystem for Overlay {
             | InitFlags::FUSE_SPLICE_MOVE
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_ASYNC_DIO
-            | InitFlags::FUSE_MAX_PAGES;
+            | InitFlags::FUSE_MAX_PAGES
+            // We drop setuid/setgid ourselves (below in write, and chown does it in the
+            // layer): saves the kernel's GETATTR and GETXATTR(security.capability) rounds
+            // before writes and chown.
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if !self.same_dev {
             want |= InitFlags::FUSE_NO_EXPORT_SUPPORT;
         }
@@ -1650,7 +1716,12 @@ impl Filesystem for Overlay {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_err!(reply, self.do_lookup(parent.0, name), a => reply.entry(&self.ttl, &a, Generation(0)))
+        match self.do_lookup(parent.0, name) {
+            Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
+            // A negative entry (node id 0) the kernel may cache: every change goes through us.
+            Err(e) if e.code() == libc::ENOENT => reply.entry(&self.ttl, &negative_attr(), Generation(0)),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -1783,7 +1854,7 @@ impl Filesystem for Overlay {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -1792,6 +1863,17 @@ impl Filesystem for Overlay {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Ok(st) = sys::fstat(h.fd.as_fd()) {
+                let mut m = st.st_mode & 0o7777 & !libc::S_ISUID;
+                if m & libc::S_IXGRP != 0 {
+                    m &= !libc::S_ISGID;
+                }
+                if m != st.st_mode & 0o7777 {
+                    let _ = sys::fchmod(h.fd.as_fd(), m);
+                }
+            }
+        }
         let mut done = 0;
         while done < data.len() {
             match sys::pwrite(h.fd.as_fd(), &data[done..], offset + done as u64) {
@@ -1839,7 +1921,8 @@ impl Filesystem for Overlay {
             Ok(list) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 ml(&self.dirs).insert(fh, Arc::new(list));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                // The kernel may keep listings: every change of a directory goes through it.
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
             }
             Err(e) => reply.error(e),
         }
@@ -1954,10 +2037,7 @@ impl Filesystem for Overlay {
             return reply.error(Errno::EPERM);
         }
         let r = (|| {
-            {
-                let _ns = ml(&self.ns);
-                self.copy_up(ino.0, true)?;
-            }
+            self.copy_up_locked(ino.0, true)?;
             let (abs, _) = self.xattr_target(ino.0)?;
             let n = sys::cstr(name.as_bytes()).map_err(ioerr)?;
             sys::setxattr(XTarget::Path(&abs), &n, value, flags).map_err(ioerr)
@@ -2019,10 +2099,7 @@ impl Filesystem for Overlay {
             return reply.error(Errno::ENODATA);
         }
         let r = (|| {
-            {
-                let _ns = ml(&self.ns);
-                self.copy_up(ino.0, true)?;
-            }
+            self.copy_up_locked(ino.0, true)?;
             let (abs, _) = self.xattr_target(ino.0)?;
             let n = sys::cstr(name.as_bytes()).map_err(ioerr)?;
             sys::removexattr(&abs, &n).map_err(ioerr)

@@ -129,6 +129,12 @@ pub fn fchmodat(dir: BorrowedFd<'_>, path: &CStr, mode: libc::mode_t) -> io::Res
     check(unsafe { libc::fchmodat(dir.as_raw_fd(), path.as_ptr(), mode, 0) }).map(drop)
 }
 
+/// `fchmod(2)`.
+pub fn fchmod(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: plain system call on a borrowed descriptor.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+}
+
 /// `utimensat(2)` without following symlinks.
 pub fn utimensat(dir: BorrowedFd<'_>, path: &CStr, times: &[libc::timespec; 2]) -> io::Result<()> {
     // SAFETY: `path` is NUL-terminated and `times` points at two timespecs.

@@ -1,0 +1,134 @@
+#!/bin/bash
+# fuse-bench.sh: fuse-overlay against fuse-overlayfs 1.10 (C, Debian), fuse-overlayfs 2.0 (Rust,
+# `cargo install --locked fuse-overlayfs --root /opt/fuse-overlayfs-ref`) and kernel overlayfs,
+# in one run, as root, on the same lower tree.
+#
+# Lower layer: NSMALL small files (0.1-16 KiB, in directories of 100) plus two BIGMB files.
+# Per file system, RUNS runs, each on a fresh upper/work directory:
+#   untar    tar -xf of a tarball of the small-file tree into merged/ (no sync)
+#   walk     find merged -printf '%s %m' (lstat of every entry), cold (after drop_caches,
+#            remounted) and warm
+#   seqread  dd of a BIGMB lower file through merged/, bs=1M, cold and warm (MiB/s)
+#   fio      4k random writes, psync, FIOMB file in merged/, DUR seconds (IOPS)
+#   copyup   first 1-byte write to the other BIGMB lower file (lower in page cache)
+# Prints medians and ratios (ours against each other file system; > 1 means ours is better).
+#
+# Env: NSMALL BIGMB RUNS DUR FIOMB BASE OURS C110 R20 FSES ("kernel ours c110 r20")
+# Build ours first: cargo build --release -p rpod-storage (or set OURS=path).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+NSMALL="${NSMALL:-20000}"
+BIGMB="${BIGMB:-1024}"
+RUNS="${RUNS:-3}"
+DUR="${DUR:-10}"
+FIOMB="${FIOMB:-256}"
+BASE="${BASE:-/var/tmp/fuse-bench}"
+OURS="${OURS:-${CARGO_TARGET_DIR:-$here/../../target}/release/fuse-overlay}"
+C110="${C110:-/usr/bin/fuse-overlayfs}"
+R20="${R20:-/opt/fuse-overlayfs-ref/bin/fuse-overlayfs}"
+FSES="${FSES:-kernel ours c110 r20}"
+
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+die() { echo "FATAL: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root"
+for t in fio tar find dd jq python3 mountpoint; do command -v "$t" >/dev/null || die "missing tool: $t"; done
+declare -A BIN=([ours]="$OURS" [c110]="$C110" [r20]="$R20")
+declare -A NAME=([kernel]="overlayfs(kernel)" [ours]="fuse-overlay" [c110]="fuse-overlayfs-1.10" [r20]="fuse-overlayfs-2.0")
+active=()
+for fs in $FSES; do
+  if [ "$fs" != kernel ] && [ ! -x "${BIN[$fs]}" ]; then log "skipping ${NAME[$fs]}: ${BIN[$fs]} not found"; continue; fi
+  active+=("$fs")
+done
+
+L=$BASE/lower; M=$BASE/merged
+umnt() { if mountpoint -q "$M"; then umount "$M" 2>/dev/null || fusermount3 -u "$M" 2>/dev/null || umount -l "$M"; fi; }
+cleanup() { umnt || true; rm -rf "$BASE"; }
+trap cleanup EXIT
+cleanup
+mkdir -p "$L" "$M"
+us() { echo "${EPOCHREALTIME/./}"; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", (b-a)/1e6}'; }
+dropc() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+median() { printf '%s\n' "$@" | python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.stdin if x.strip()]; print("%.3f"%s.median(v) if v else "NA")'; }
+
+log "building lower: $NSMALL small files + 2 x ${BIGMB} MiB"
+python3 - "$L/tree" "$NSMALL" <<'EOF'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+random.seed(1)
+blob = os.urandom(1 << 20)
+for i in range(n):
+    d = os.path.join(root, "d%03d" % (i // 100))
+    if i % 100 == 0:
+        os.makedirs(d, exist_ok=True)
+    size = random.randint(100, 16384)
+    off = random.randint(0, len(blob) - size)
+    with open(os.path.join(d, "f%05d" % i), "wb") as f:
+        f.write(blob[off:off + size])
+EOF
+head -c "${BIGMB}M" /dev/urandom >"$L/big-read"
+head -c "${BIGMB}M" /dev/urandom >"$L/big-copyup"
+tar -cf "$BASE/tree.tar" -C "$L" tree
+sync
+
+mnt() { # fs
+  rm -rf "$BASE/u" "$BASE/w"; mkdir -p "$BASE/u" "$BASE/w"; sync
+  remnt "$1"
+}
+remnt() {
+  local o="lowerdir=$L,upperdir=$BASE/u,workdir=$BASE/w"
+  if [ "$1" = kernel ]; then mount -t overlay overlay -o "$o" "$M"
+  else "${BIN[$1]}" -o "$o" "$M" 2>/dev/null; fi
+  mountpoint -q "$M" || die "mount $1 failed"
+}
+
+declare -A R
+for ((r = 1; r <= RUNS; r++)); do
+  for fs in "${active[@]}"; do
+    n="${NAME[$fs]}"
+    mnt "$fs"
+    t0=$(us); tar -xf "$BASE/tree.tar" -C "$M" --transform 's,^tree,newtree,'; t1=$(us); untar=$(secs "$t0" "$t1")
+    umnt; dropc; remnt "$fs"
+    t0=$(us); cnt=$(find "$M" -printf '%s %m\n' | wc -l); t1=$(us); wc=$(secs "$t0" "$t1")
+    t0=$(us); find "$M" -printf '%s %m\n' >/dev/null; t1=$(us); ww=$(secs "$t0" "$t1")
+    dropc
+    t0=$(us); dd if="$M/big-read" of=/dev/null bs=1M status=none; t1=$(us); rc=$(awk -v s="$(secs "$t0" "$t1")" -v m="$BIGMB" 'BEGIN{printf "%.0f", m/s}')
+    t0=$(us); dd if="$M/big-read" of=/dev/null bs=1M status=none; t1=$(us); rw=$(awk -v s="$(secs "$t0" "$t1")" -v m="$BIGMB" 'BEGIN{printf "%.0f", m/s}')
+    fio_iops=$(fio --name=rw --filename="$M/fio.dat" --rw=randwrite --bs=4k --size="${FIOMB}M" --ioengine=psync \
+      --runtime="$DUR" --time_based --output-format=json 2>/dev/null | jq '.jobs[0].write.iops|floor')
+    rm -f "$M/fio.dat"
+    cat "$L/big-copyup" >/dev/null; sync
+    t0=$(us); dd if=/dev/zero of="$M/big-copyup" bs=1 count=1 conv=notrunc status=none; t1=$(us); cu=$(secs "$t0" "$t1")
+    [ -f "$BASE/u/big-copyup" ] || log "WARN: $n: no copy-up happened"
+    log "$n run $r: untar ${untar}s walk($cnt) cold ${wc}s warm ${ww}s read cold ${rc} warm ${rw} MiB/s fio ${fio_iops} IOPS copy-up ${cu}s"
+    R[$fs,untar]+=" $untar"; R[$fs,walkc]+=" $wc"; R[$fs,walkw]+=" $ww"; R[$fs,readc]+=" $rc"
+    R[$fs,readw]+=" $rw"; R[$fs,fio]+=" $fio_iops"; R[$fs,copyup]+=" $cu"
+    umnt; sleep 0.3
+  done
+done
+
+metrics="untar walkc walkw readc readw fio copyup"
+declare -A UNIT=([untar]=s [walkc]=s [walkw]=s [readc]=MiB/s [readw]=MiB/s [fio]=IOPS [copyup]=s)
+declare -A LABEL=([untar]="untar ${NSMALL} files" [walkc]="find+lstat walk, cold" [walkw]="find+lstat walk, warm"
+  [readc]="seq read ${BIGMB} MiB, cold" [readw]="seq read ${BIGMB} MiB, warm" [fio]="fio 4k randwrite" [copyup]="copy-up ${BIGMB} MiB")
+declare -A MED
+for m in $metrics; do for fs in "${active[@]}"; do MED[$fs,$m]=$(median ${R[$fs,$m]}); done; done
+
+echo
+printf '%-26s' "median ($RUNS runs)"; for fs in "${active[@]}"; do printf '%22s' "${NAME[$fs]}"; done; echo
+for m in $metrics; do
+  printf '%-26s' "${LABEL[$m]} (${UNIT[$m]})"
+  for fs in "${active[@]}"; do printf '%22s' "${MED[$fs,$m]}"; done; echo
+done
+echo
+echo "ratios, ours against each (> 1 = ours better; time: theirs/ours, rate: ours/theirs)"
+for m in $metrics; do
+  printf '%-26s' "${LABEL[$m]}"
+  for fs in "${active[@]}"; do
+    [ "$fs" = ours ] && continue
+    awk -v o="${MED[ours,$m]:-NA}" -v t="${MED[$fs,$m]}" -v u="${UNIT[$m]}" -v n="${NAME[$fs]}" 'BEGIN{
+      if (o=="NA"||t=="NA"||o==0||t==0) {printf "%30s", n": NA"; exit}
+      r = (u=="s") ? t/o : o/t; printf "%30s", sprintf("vs %s: %.2fx", n, r)}'
+  done
+  echo
+done
