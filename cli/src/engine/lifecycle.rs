@@ -801,6 +801,10 @@ pub fn disconnect(engine: &Engine, net: &str, name: &str) -> anyhow::Result<()> 
 /// Undoes `prepare` after the container stopped: the runtime's state, `netd teardown`, the
 /// network namespace and the rootfs mount. Safe to call more than once.
 pub fn cleanup(engine: &Engine, c: &Container) {
+    if c.config.net == NetMode::Portfwd {
+        // First: its exit (the kernel removing its TAP device) overlaps with the rest.
+        stop_portfwd(&c.id);
+    }
     let gone = RUNTIME_STATE_GONE.lock().map(|mut g| g.take_if(|id| *id == c.id).is_some()).unwrap_or(false);
     if !gone {
         let _ = engine
@@ -822,9 +826,6 @@ pub fn cleanup(engine: &Engine, c: &Container) {
             Err(e) => tracing::warn!(container = %c.id, error = %format!("{e:#}"), "network teardown failed"),
         }
         super::remove_netns(&netns);
-    }
-    if c.config.net == NetMode::Portfwd {
-        stop_portfwd(&c.id);
     }
     if crate::rootless::is_rootless() && c.config.pod.is_none() && matches!(c.config.net, NetMode::Bridge(_)) {
         super::rootless_net::teardown_if_unused(engine, &c.id);

@@ -267,9 +267,10 @@ pub fn remove_ports(sock: &Path, ports: &[PortMapping]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stops the program of a pid file and removes its files.
+/// Stops the program of a pid file and removes its files. SIGKILL: it keeps no state, and
+/// its API socket and files are removed here.
 pub fn stop(pidfile: &Path, api: &Path) {
-    rootless::kill_pid_file(pidfile, Duration::from_secs(2));
+    rootless::kill_pid_file(pidfile, Duration::ZERO);
     let _ = std::fs::remove_file(api);
     let _ = std::fs::remove_file(pidfile.with_extension("log"));
 }
