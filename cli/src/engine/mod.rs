@@ -55,23 +55,11 @@ pub fn runtime_root() -> PathBuf {
     run_base().join("runc")
 }
 
-/// How container root filesystems are mounted (the store's `MountMethod`, chosen here until
-/// the store takes it): kernel overlayfs, a FUSE program with fuse-overlayfs's command line,
-/// or the kernel with the program as fallback.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MountMethod {
-    /// Kernel overlayfs only.
-    Kernel,
-    /// Always the program.
-    Program(PathBuf),
-    /// Kernel overlayfs, else the program.
-    Auto(PathBuf),
-}
-
 /// The mount method: rootful, the kernel; rootless, `mount_program` from `rpod.conf`
 /// (`""` = the kernel only, a path = always that program), else the kernel with
 /// `fuse-overlay` (beside rpod, or on PATH; else `fuse-overlayfs`) as fallback.
-pub fn mount_method(root: &Path) -> anyhow::Result<MountMethod> {
+pub fn mount_method(root: &Path) -> anyhow::Result<rpod_storage::MountMethod> {
+    use rpod_storage::MountMethod;
     if let Some(p) = configured(root, "mount_program")? {
         return Ok(if p.is_empty() { MountMethod::Kernel } else { MountMethod::Program(PathBuf::from(p)) });
     }
@@ -105,14 +93,14 @@ pub struct Engine {
     pub root: PathBuf,
     /// The OCI runtime binary.
     pub runtime: String,
-    /// How root filesystems are mounted.
-    pub mount_method: MountMethod,
 }
 
 impl Engine {
     /// Opens the store and the database.
     pub fn open(cli: &Cli) -> anyhow::Result<Engine> {
         let store = cli.store()?;
+        let method = mount_method(store.root())?;
+        let store = store.with_mount_method(method);
         let root = store.root().to_path_buf();
         let db = db::Db::open(&root.join("rpod.db"))?;
         let runtime = match &cli.runtime {
@@ -122,60 +110,13 @@ impl Engine {
         if runtime.is_empty() {
             anyhow::bail!("the OCI runtime name is empty: invalid argument");
         }
-        let mount_method = mount_method(&root)?;
-        Ok(Engine { store, db, root, runtime, mount_method })
+        Ok(Engine { store, db, root, runtime })
     }
 
-    /// Mounts a container's root filesystem (see [`MountMethod`]); returns its path.
+    /// Mounts a container's root filesystem (with the store's mount method); returns its
+    /// path.
     pub fn mount_rootfs(&self, id: &str) -> anyhow::Result<PathBuf> {
-        match &self.mount_method {
-            MountMethod::Kernel => Ok(self.store.mount(id)?),
-            MountMethod::Program(p) => self.mount_with_program(p, id),
-            MountMethod::Auto(p) => match self.store.mount(id) {
-                Ok(m) => Ok(m),
-                Err(e) => {
-                    tracing::info!(error = %e, program = %p.display(), "kernel overlay refused: using the mount program");
-                    self.mount_with_program(p, id)
-                }
-            },
-        }
-    }
-
-    /// Mounts with a fuse-overlayfs-compatible program: `PROG -o lowerdir=..,upperdir=..,
-    /// workdir=.. MERGED` (absolute paths; the program puts itself in the background).
-    fn mount_with_program(&self, prog: &Path, id: &str) -> anyhow::Result<PathBuf> {
-        let merged = self.store.container_rootfs(id)?;
-        if self.store.is_mounted(id)? {
-            return Ok(merged);
-        }
-        let rel = self.store.mount_options(id)?;
-        let root = self.store.root();
-        let mut opts = Vec::new();
-        for o in rel.split(',') {
-            if let Some(l) = o.strip_prefix("lowerdir=") {
-                let v: Vec<String> = l.split(':').map(|x| root.join(x).display().to_string()).collect();
-                opts.push(format!("lowerdir={}", v.join(":")));
-            } else if let Some(u) = o.strip_prefix("upperdir=") {
-                opts.push(format!("upperdir={}", root.join(u).display()));
-            } else if let Some(w) = o.strip_prefix("workdir=") {
-                opts.push(format!("workdir={}", root.join(w).display()));
-            }
-        }
-        let out = Command::new(prog)
-            .arg("-o")
-            .arg(opts.join(","))
-            .arg(&merged)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {}", prog.display()))?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "mounting the root filesystem with {}: {}",
-                prog.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(merged)
+        Ok(self.store.mount(id)?)
     }
 
     /// The engine lock (exclusive), held while state changes.
