@@ -1055,3 +1055,49 @@ fn runtime_choice() {
     assert!(w.ps_all().is_empty());
     w.assert_clean();
 }
+
+#[test]
+fn portfwd_network() {
+    if skip_unless_root("portfwd_network") {
+        return;
+    }
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_rpod")).with_file_name("portfwd");
+    if !bin.is_file() {
+        assert!(std::env::var("RPOD_REQUIRE_ROOT").as_deref() != Ok("1"), "portfwd_network: portfwd is not built");
+        eprintln!("SKIPPED portfwd_network: portfwd is not built (cargo build -p portfwd)");
+        return;
+    }
+    let w = World::new();
+    // --network portfwd (and its podman name): tap0 with slirp4netns's addresses.
+    let o =
+        w.ok(&["run", "--rm", "--network", "portfwd", IMG, "sh", "-c", "ip -4 addr show tap0; cat /etc/resolv.conf"]);
+    assert!(o.contains("10.0.2.100/24") && o.contains("nameserver 10.0.2.3"), "{o}");
+    // A published port, through portfwd's API.
+    w.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pf",
+        "--network",
+        "slirp4netns",
+        "-p",
+        "18090:80",
+        IMG,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    assert_eq!(w.fetch("http://127.0.0.1:18090/").as_deref(), Some("hello-from-rpod\n"));
+    let inspect = w.ok(&["inspect", "--format", "{{.HostConfig.NetworkMode}}", "pf"]);
+    assert_eq!(inspect.trim(), "slirp4netns");
+    w.ok(&["rm", "-f", "-t", "0", "pf"]);
+    assert!(w.exec("busybox", &["wget", "-qO-", "http://127.0.0.1:18090/"]).code != 0);
+    // portfwd went with the container.
+    let o = w.sh("for p in /proc/[0-9]*; do cat $p/comm 2>/dev/null; done | grep -c portfwd || true");
+    assert_eq!(o.stdout.trim(), "0", "{o:?}");
+    assert!(w.ps_all().is_empty());
+    w.assert_clean();
+}
