@@ -450,6 +450,7 @@ pub fn pause_main(unshare: bool) -> ! {
     }
     let _ = nix::unistd::setsid();
     let _ = std::env::set_current_dir("/");
+    let _ = nix::sys::prctl::set_name(c"rpod-pause");
     let _ = writeln!(out, "ready");
     let _ = out.flush();
     drop(out);

@@ -545,6 +545,13 @@ fn rootless_faults_and_isolation() {
     }
     let w = World::new("iso");
     let (a, b) = ("rpodtest", "rpodtest2");
+    // Concurrent first commands: one pause process.
+    let rpod = w.bin.join("rpod");
+    let o =
+        w.user_sh(b, &format!("{0} ps >/dev/null & {0} ps >/dev/null & {0} images >/dev/null & wait", rpod.display()));
+    assert_eq!(o.code, 0, "{o:?}");
+    let pauses = w.procs_of(uid_of(b)).into_iter().filter(|(_, c)| c == "rpod-pause").count();
+    assert_eq!(pauses, 1, "{:?}", w.procs_of(uid_of(b)));
     w.load(a);
     w.load(b);
     let port = 23080u16;
@@ -581,6 +588,25 @@ fn rootless_faults_and_isolation() {
     std::fs::write(w.run_dir(a).join("pause.pid"), "1 1\n").unwrap();
     assert_eq!(w.ok(a, &["run", "--rm", "--network", "none", IMG, "echo", "again"]), "again\n");
     assert_ne!(w.pause_pid(a), Some(1));
+    // A crash (or a reboot): every process of the user killed at once, with a container on
+    // portfwd and one on a bridge network running. The next commands recover: the
+    // containers are marked exited and cleaned, namespaces and helpers are made anew.
+    w.ok(a, &["network", "create", "n1"]);
+    w.ok(a, &["run", "-d", "--name", "c1", "-p", &format!("{port}:80"), IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    w.ok(a, &["run", "-d", "--name", "c2", "--network", "n1", IMG, "sleep", "1000"]);
+    let o = w.exec(Some(a), false, "kill", &["-9", "-1"]);
+    assert_ne!(o.code, -1, "{o:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(w.procs_of(uid_of(a)).is_empty(), "{:?}", w.procs_of(uid_of(a)));
+    let ps = w.ok(a, &["ps", "-a"]);
+    assert!(ps.contains("c1") && ps.contains("c2") && !ps.contains("Up "), "{ps}");
+    w.ok(a, &["start", "c1", "c2"]);
+    w.curl_until(&url, "hello-from-rpod\n");
+    let o = w.ok(a, &["exec", "c2", "cat", "/etc/hosts"]);
+    assert!(o.contains("10.89.0."), "{o}");
+    w.ok(a, &["rm", "-f", "-t", "0", "c1", "c2"]);
+    w.ok(a, &["network", "rm", "n1"]);
+    w.wait_no_helpers(a);
     // Without XDG_RUNTIME_DIR: /tmp/rpod-<uid>, which another user cannot plant.
     let planted = format!("/tmp/rpod-{}", uid_of(b));
     let o = w.exec(Some(a), true, "mkdir", &["-m", "0777", &planted]);
