@@ -58,6 +58,10 @@ pub const MAX_TCP: usize = 8192;
 pub const MAX_UDP: usize = 4096;
 /// Flows that get large (1 MiB) TCP buffers.
 pub const BIG_BUF_FLOWS: usize = 256;
+/// Finished TCP sockets kept for reuse.
+const SPARE_SOCKETS: usize = 64;
+/// Delayed ACK towards the guest, in microseconds (env PORTFWD_ACK_DELAY_US overrides).
+static ACK_DELAY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 const UDP_IDLE: Duration = Duration::from_secs(60);
 const DNS_IDLE: Duration = Duration::from_secs(10);
 
@@ -207,6 +211,8 @@ pub struct Engine {
     sockets: SocketSet<'static>,
     tcp: Slab<TcpFlow>,
     tcp_by_tuple: HashMap<(IpEndpoint, IpEndpoint), usize>,
+    /// finished smoltcp sockets kept for reuse (no buffer allocation per connection)
+    spare: Vec<SocketHandle>,
     udp: Slab<UdpFlow>,
     udp_by_key: HashMap<UdpKey, usize>,
     our_mac: EthernetAddress,
@@ -308,6 +314,7 @@ impl Engine {
             sockets: SocketSet::new(vec![]),
             tcp: Slab::new(),
             tcp_by_tuple: HashMap::new(),
+            spare: Vec::new(),
             udp: Slab::new(),
             udp_by_key: HashMap::new(),
             our_mac,
@@ -391,7 +398,7 @@ impl Engine {
                         self.exit = Some(Exit::ExitFd);
                     }
                     K_PIDFD => self.exit = Some(Exit::TargetGone),
-                    K_HELPER => self.exit = Some(Exit::HelperGone),
+                    K_HELPER if sys::peer_gone(self.helper.fd()) => self.exit = Some(Exit::HelperGone),
                     K_TCP => {
                         if let Some(f) = self.tcp.get_mut(idx) {
                             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -566,15 +573,29 @@ impl Engine {
         };
         // SAFETY: fd is a fresh, owned, non-blocking TCP socket.
         let host = TcpStream::from_std(unsafe { std::net::TcpStream::from_raw_fd(host.into_raw_fd()) });
-        let size = if self.tcp.len() < BIG_BUF_FLOWS { 1 << 20 } else { 64 << 10 };
-        let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; size]), tcp::SocketBuffer::new(vec![0u8; size]));
+        // reuse a finished socket (and its buffers) when there is one
+        let handle = match self.spare.pop() {
+            Some(h) => h,
+            None => {
+                let size = if self.tcp.len() < BIG_BUF_FLOWS { 1 << 20 } else { 64 << 10 };
+                let mut s =
+                    tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; size]), tcp::SocketBuffer::new(vec![0u8; size]));
+                s.set_nagle_enabled(false);
+                // a short delayed ACK: request/response traffic gets its ACK piggybacked,
+                // bulk traffic is still acknowledged every second segment
+                let us = *ACK_DELAY.get_or_init(|| {
+                    std::env::var("PORTFWD_ACK_DELAY_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+                });
+                s.set_ack_delay(Some(smoltcp::time::Duration::from_micros(us)));
+                self.sockets.add(s)
+            }
+        };
+        let s = self.sockets.get_mut::<tcp::Socket>(handle);
         s.pause_synack(true);
-        s.set_nagle_enabled(false);
-        s.set_ack_delay(None);
         if s.listen(ep(dst)).is_err() {
+            self.sockets.remove(handle);
             return;
         }
-        let handle = self.sockets.add(s);
         let tuple = (ep(guest), ep(dst));
         let idx = self.tcp.insert(TcpFlow {
             handle,
@@ -582,7 +603,8 @@ impl Engine {
             tuple,
             connected: false,
             readable: false,
-            writable: false,
+            // a loopback connect has usually completed already: look at once
+            writable: true,
             host_eof: false,
             host_shut: false,
             fresh: true,
@@ -740,7 +762,12 @@ impl Engine {
                 if let Some(mut f) = self.tcp.remove(idx) {
                     let _ = self.poll.registry().deregister(&mut f.host);
                     self.tcp_by_tuple.remove(&f.tuple);
-                    self.sockets.remove(f.handle);
+                    let st = self.sockets.get::<tcp::Socket>(f.handle).state();
+                    if self.spare.len() < SPARE_SOCKETS && matches!(st, tcp::State::Closed | tcp::State::TimeWait) {
+                        self.spare.push(f.handle);
+                    } else {
+                        self.sockets.remove(f.handle);
+                    }
                 }
             }
         }

@@ -120,7 +120,12 @@ pub struct Forwards {
     next_id: u64,
     conns: Slab<SpliceConn>,
     udpns: Slab<UdpNs>,
+    /// empty pipes of finished connections, reused (saves two pipe2 + fcntl per direction)
+    pipes: Vec<Dir>,
 }
+
+/// Pipes kept for reuse.
+const PIPE_POOL: usize = 64;
 
 fn listen_tcp(a: &SocketAddr) -> io::Result<TcpListener> {
     let s = sys::socket(sys::family(&a.ip()), libc::SOCK_STREAM, 0)?;
@@ -301,7 +306,11 @@ impl Engine {
             tracing::debug!("connect {guest} in the namespace: {e}");
             return;
         }
-        let (Ok(ab), Ok(ba)) = (Dir::new(), Dir::new()) else { return };
+        let mut dir = || match self.fwd.pipes.pop() {
+            Some(d) => Ok(d),
+            None => Dir::new(),
+        };
+        let (Ok(ab), Ok(ba)) = (dir(), dir()) else { return };
         // SAFETY: into_raw_fd hands over ownership of the accepted socket.
         let a = unsafe { OwnedFd::from_raw_fd(client.into_raw_fd()) };
         let idx = self.fwd.conns.insert(SpliceConn { a, b: ns, connected: false, ab, ba });
@@ -323,6 +332,13 @@ impl Engine {
             if reset {
                 sys::set_linger0(c.a.as_raw_fd());
                 sys::set_linger0(c.b.as_raw_fd());
+            }
+            for mut d in [c.ab, c.ba] {
+                if d.queued == 0 && self.fwd.pipes.len() < PIPE_POOL {
+                    d.eof = false;
+                    d.shut = false;
+                    self.fwd.pipes.push(d);
+                }
             }
         }
     }

@@ -23,31 +23,55 @@ pub const REQ_TCP6: u8 = b'T';
 pub const REQ_UDP4: u8 = b'u';
 pub const REQ_UDP6: u8 = b'U';
 
+/// Sockets fetched per round trip to the helper (TCP; UDP sockets are fetched one by one).
+const POOL_BATCH: usize = 16;
+
 /// The parent's handle on the helper child.
 #[derive(Debug)]
 pub struct Helper {
     sock: OwnedFd,
     pub pid: i32,
+    /// ready TCP sockets (IPv4, IPv6), fetched in batches to save round trips
+    pool: [Vec<OwnedFd>; 2],
 }
 
 impl Helper {
-    /// A fresh non-blocking socket inside the namespace.
-    pub fn socket(&self, tcp: bool, addr: &IpAddr) -> io::Result<OwnedFd> {
-        let req = match (tcp, addr.is_ipv4()) {
-            (true, true) => REQ_TCP4,
-            (true, false) => REQ_TCP6,
-            (false, true) => REQ_UDP4,
-            (false, false) => REQ_UDP6,
-        };
-        sys::send_fd(self.sock.as_raw_fd(), &[req], None)?;
-        let mut b = [0u8; 8];
-        match sys::recv_fd(self.sock.as_raw_fd(), &mut b)? {
-            Some((_, Some(fd))) => Ok(fd),
-            Some((n, None)) if n >= 5 => {
-                Err(io::Error::from_raw_os_error(i32::from_ne_bytes([b[1], b[2], b[3], b[4]])))
+    fn fetch(&self, req: u8, n: usize, into: &mut Vec<OwnedFd>) -> io::Result<()> {
+        let reqs = [req; POOL_BATCH];
+        sys::send_fd(self.sock.as_raw_fd(), &reqs[..n.min(POOL_BATCH)], None)?;
+        let mut err = None;
+        for _ in 0..n.min(POOL_BATCH) {
+            let mut b = [0u8; 8];
+            match sys::recv_fd(self.sock.as_raw_fd(), &mut b)? {
+                Some((_, Some(fd))) => into.push(fd),
+                Some((k, None)) if k >= 5 => {
+                    err = Some(io::Error::from_raw_os_error(i32::from_ne_bytes([b[1], b[2], b[3], b[4]])))
+                }
+                _ => return Err(io::Error::new(io::ErrorKind::BrokenPipe, "namespace helper is gone")),
             }
-            _ => Err(io::Error::new(io::ErrorKind::BrokenPipe, "namespace helper is gone")),
         }
+        match err {
+            Some(e) if into.is_empty() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// A fresh non-blocking socket inside the namespace.
+    pub fn socket(&mut self, tcp: bool, addr: &IpAddr) -> io::Result<OwnedFd> {
+        let v4 = addr.is_ipv4();
+        if !tcp {
+            let mut v = Vec::with_capacity(1);
+            self.fetch(if v4 { REQ_UDP4 } else { REQ_UDP6 }, 1, &mut v)?;
+            return v.pop().ok_or_else(|| io::Error::other("no socket"));
+        }
+        let i = usize::from(!v4);
+        if self.pool[i].is_empty() {
+            let mut v = std::mem::take(&mut self.pool[i]);
+            let r = self.fetch(if v4 { REQ_TCP4 } else { REQ_TCP6 }, POOL_BATCH, &mut v);
+            self.pool[i] = v;
+            r?;
+        }
+        self.pool[i].pop().ok_or_else(|| io::Error::other("no socket"))
     }
 
     /// The helper's control descriptor (readable on EOF when the child dies).
@@ -89,7 +113,7 @@ pub fn start(cfg: &Config) -> Result<(OwnedFd, Helper), Error> {
         unsafe { libc::_exit(code) };
     }
     drop(child);
-    let helper = Helper { sock: parent, pid };
+    let helper = Helper { sock: parent, pid, pool: [Vec::new(), Vec::new()] };
     let mut buf = [0u8; 1024];
     match sys::recv_fd(helper.sock.as_raw_fd(), &mut buf) {
         Ok(Some((_, Some(tap)))) => {
@@ -120,26 +144,28 @@ fn child_main(cfg: &Config, sock: OwnedFd) -> i32 {
     }
     drop(tap);
     // Socket factory.
-    let mut b = [0u8; 4];
+    let mut b = [0u8; 64];
     loop {
         match sys::recv_fd(sock.as_raw_fd(), &mut b) {
             Ok(Some((n, _))) if n >= 1 => {
-                let (fam, ty) = match b[0] {
-                    REQ_TCP4 => (libc::AF_INET, libc::SOCK_STREAM),
-                    REQ_TCP6 => (libc::AF_INET6, libc::SOCK_STREAM),
-                    REQ_UDP4 => (libc::AF_INET, libc::SOCK_DGRAM),
-                    REQ_UDP6 => (libc::AF_INET6, libc::SOCK_DGRAM),
-                    _ => continue,
-                };
-                let r = match sys::socket(fam, ty, 0) {
-                    Ok(s) => sys::send_fd(sock.as_raw_fd(), b"0", Some(s.as_raw_fd())),
-                    Err(e) => {
-                        let c = e.raw_os_error().unwrap_or(libc::EIO).to_ne_bytes();
-                        sys::send_fd(sock.as_raw_fd(), &[b'E', c[0], c[1], c[2], c[3]], None)
+                for &req in &b[..n] {
+                    let (fam, ty) = match req {
+                        REQ_TCP4 => (libc::AF_INET, libc::SOCK_STREAM),
+                        REQ_TCP6 => (libc::AF_INET6, libc::SOCK_STREAM),
+                        REQ_UDP4 => (libc::AF_INET, libc::SOCK_DGRAM),
+                        REQ_UDP6 => (libc::AF_INET6, libc::SOCK_DGRAM),
+                        _ => continue,
+                    };
+                    let r = match sys::socket(fam, ty, 0) {
+                        Ok(s) => sys::send_fd(sock.as_raw_fd(), b"0", Some(s.as_raw_fd())),
+                        Err(e) => {
+                            let c = e.raw_os_error().unwrap_or(libc::EIO).to_ne_bytes();
+                            sys::send_fd(sock.as_raw_fd(), &[b'E', c[0], c[1], c[2], c[3]], None)
+                        }
+                    };
+                    if r.is_err() {
+                        return 0;
                     }
-                };
-                if r.is_err() {
-                    return 0;
                 }
             }
             Ok(Some(_)) => {}

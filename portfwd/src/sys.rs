@@ -591,3 +591,14 @@ pub fn write_all_fd(fd: RawFd, buf: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Whether a socket's peer has closed it (EOF or error pending, nothing to read).
+pub fn peer_gone(fd: RawFd) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: b is valid for one byte.
+    let r = unsafe { libc::recv(fd, b.as_mut_ptr() as *mut libc::c_void, 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    if r == 0 {
+        return true;
+    }
+    r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
+}
