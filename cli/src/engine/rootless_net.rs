@@ -193,19 +193,21 @@ pub fn netd_command(bin: &Path) -> anyhow::Result<(Command, File)> {
     Ok((cmd, f))
 }
 
-/// Removes the namespace when no running container and no up pod other than `leaving`
-/// uses a bridge network.
+/// Removes the namespace when no container (running or being started) and no up pod other
+/// than `leaving` uses a bridge network.
 pub fn teardown_if_unused(engine: &Engine, leaving: &str) {
     if !is_up() {
         return;
     }
     let Ok(_l) = lock() else { return };
+    // In use: a container on a bridge network whose namespace exists (running, or being
+    // started: its namespace is made before netd sets it up, under this lock).
     let in_use = engine.db.containers().map(|cs| {
         cs.iter().any(|c| {
             c.id != leaving
-                && c.state == State::Running
                 && c.config.pod.is_none()
                 && matches!(&c.config.net, NetMode::Bridge(n) if !n.is_empty())
+                && (c.state == State::Running || Engine::netns_path(&c.id).exists())
         })
     });
     let pods_in_use = engine.db.pods().map(|ps| {
