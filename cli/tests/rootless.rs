@@ -376,6 +376,12 @@ fn rootless_containers_ports_pods_and_storage() {
     w.curl_until(&format!("http://127.0.0.1:{port}/"), "hello-from-rpod\n");
     assert_eq!(w.ok(u, &["port", "web"]), format!("80/tcp -> 0.0.0.0:{port}\n"));
     assert_eq!(w.ok(u, &["exec", "web", "cat", "/etc/hostname"]).len(), 13);
+    assert!(w.ok(u, &["exec", "-t", "web", "tty"]).starts_with("/dev/pts/"));
+    // run -d -i and attach (sockets in the private run directory).
+    w.ok(u, &["run", "-d", "-i", "--name", "att", "--network", "none", IMG, "sh", "-c", "read x; echo got $x"]);
+    let o = w.user_sh(u, &format!("echo hello | {} attach att", w.bin.join("rpod").display()));
+    assert_eq!((o.code, o.stdout.as_str()), (0, "got hello\n"), "{o:?}");
+    w.ok(u, &["rm", "att"]);
     let resolv = w.ok(u, &["exec", "web", "cat", "/etc/resolv.conf"]);
     assert!(resolv.starts_with("nameserver 10.0.2.3\n"), "{resolv}");
     // The container reaches the host through the gateway's NAT... only its loopback is
