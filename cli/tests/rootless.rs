@@ -88,6 +88,8 @@ struct World {
     dir: tempfile::TempDir,
     bin: PathBuf,
     archive: PathBuf,
+    /// Servers the test started in its namespaces (killed with them, reaped on drop).
+    servers: std::sync::Mutex<Vec<Child>>,
 }
 
 impl World {
@@ -138,7 +140,7 @@ impl World {
         assert_eq!(&buf, b"ready\n");
         let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", holder.id())).unwrap();
         let pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
-        let w = World { holder, pid, dir, bin, archive };
+        let w = World { holder, pid, dir, bin, archive, servers: std::sync::Mutex::new(Vec::new()) };
         // Our portfwd when it works, else Debian's slirp4netns (same contract).
         let pf = w.bin.join("portfwd");
         let works = Command::new(&pf)
@@ -316,7 +318,7 @@ impl World {
         )
         .unwrap();
         let pid = self.pid.to_string();
-        Command::new("nsenter")
+        let child = Command::new("nsenter")
             .args(["-t", &pid, "-n", "-m", "-p", "--", "/usr/bin/docker-registry", "serve"])
             .arg(&cfg)
             .stdin(Stdio::null())
@@ -324,6 +326,7 @@ impl World {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        self.servers.lock().unwrap().push(child);
         let end = Instant::now() + Duration::from_secs(10);
         while self.curl("http://127.0.0.1:5000/v2/").code != 0 {
             assert!(Instant::now() < end, "docker-registry did not start");
@@ -365,6 +368,10 @@ impl Drop for World {
         }
         let _ = self.holder.kill();
         let _ = self.holder.wait();
+        for mut c in self.servers.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         // Everything the users ran died with the PID namespace, and their mounts with their
         // mount namespaces; what is left is files.
         let _ = std::fs::remove_dir_all(self.dir.path());
