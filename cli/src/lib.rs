@@ -248,6 +248,9 @@ pub fn main_exit() -> i32 {
         Command::Pause(a) => rootless::pause_main(!a.no_unshare),
         Command::Version(_) => {}
         _ => {
+            if let Err(e) = init_logging(&cli.log_level) {
+                return report(&e);
+            }
             // First, while the process is single-threaded: a non-root user joins (creating)
             // the user's namespaces.
             if let Err(e) = rootless::init() {

@@ -113,6 +113,15 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> anyhow::Result<(u32, u32, Vec<
     Ok((uid, gid, extra))
 }
 
+/// Whether `gid` exists in this process's user namespace.
+fn gid_mapped(gid: u32) -> bool {
+    let Ok(map) = std::fs::read_to_string("/proc/self/gid_map") else { return true };
+    map.lines().any(|l| {
+        let f: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        f.len() == 3 && u64::from(gid) >= f[0] && u64::from(gid) < f[0] + f[2]
+    })
+}
+
 /// Builds the spec for a container.
 ///
 /// `netns` is the network namespace to join (`None`: the host's); `files` holds the
@@ -156,12 +165,17 @@ pub fn build(cfg: &ContainerConfig, rootfs: &Path, netns: Option<&Path>, files: 
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
-        )?,
+        if gid_mapped(5) {
+            mount(
+                "/dev/pts",
+                "devpts",
+                "devpts",
+                &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            )?
+        } else {
+            // A user namespace with only the user's own ID mapped (no subordinate IDs).
+            mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"])?
+        },
         mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
         mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
         if crate::rootless::is_rootless() && netns.is_none() {
