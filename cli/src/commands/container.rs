@@ -270,9 +270,9 @@ pub struct AttachArgs {
 /// `rpod __monitor` arguments.
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
-    /// Descriptors 3..3+N to hold while the container runs
-    #[arg(long, default_value_t = 0)]
-    pub keep_fds: usize,
+    /// Descriptors to hold while the container runs
+    #[arg(long, value_delimiter = ',')]
+    pub keep_fds: Vec<i32>,
     /// Container ID
     pub id: String,
 }
@@ -791,5 +791,5 @@ pub fn port(cli: &Cli, a: &PortArgs) -> anyhow::Result<()> {
 /// Runs the hidden `__monitor`.
 pub fn monitor(cli: &Cli, a: &MonitorArgs) -> anyhow::Result<()> {
     let e = Engine::open(cli)?;
-    lifecycle::monitor(&e, &a.id, a.keep_fds)
+    lifecycle::monitor(&e, &a.id, &a.keep_fds)
 }

@@ -1294,8 +1294,8 @@ pub fn start_detached(engine: &Engine, c: &Container, cli_root: &Path) -> anyhow
     let mut cmd = Command::new(exe);
     cmd.arg("--root").arg(cli_root).arg("--runtime").arg(&engine.runtime).arg("__monitor").arg(&c.id);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-    // The monitor holds what must live as long as the container (portfwd's exit pipe), on
-    // descriptors 3, 4...
+    // The monitor holds what must live as long as the container (portfwd's exit pipe): the
+    // descriptors keep their numbers, named by --keep-fds.
     let held: Vec<OwnedFd> = HELD_FDS.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
     let mut high = Vec::new();
     for fd in &held {
@@ -1305,13 +1305,14 @@ pub fn start_detached(engine: &Engine, c: &Container, cli_root: &Path) -> anyhow
     }
     drop(held);
     if !high.is_empty() {
-        cmd.arg("--keep-fds").arg(high.len().to_string());
         let raw: Vec<i32> = high.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
-        // SAFETY: only dup2 (async-signal-safe) between fork and exec.
+        let list: Vec<String> = raw.iter().map(i32::to_string).collect();
+        cmd.arg("--keep-fds").arg(list.join(","));
+        // SAFETY: only fcntl (async-signal-safe) between fork and exec.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                for (i, fd) in raw.iter().enumerate() {
-                    if libc::dup2(*fd, 3 + i as i32) < 0 {
+                for fd in &raw {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
@@ -1350,12 +1351,12 @@ pub fn start_detached(engine: &Engine, c: &Container, cli_root: &Path) -> anyhow
 
 /// The monitor's body: detached from the caller's session, it launches the container with
 /// its output to the log file, reports on stdout, and waits.
-pub fn monitor(engine: &Engine, id: &str, keep_fds: usize) -> anyhow::Result<()> {
+pub fn monitor(engine: &Engine, id: &str, keep_fds: &[i32]) -> anyhow::Result<()> {
     let _ = nix::unistd::setsid();
-    // Descriptors 3.. the caller handed over: held (not inherited by anything we start)
-    // until we exit.
+    // Descriptors the caller handed over: held (not inherited by anything we start) until
+    // we exit.
     let mut kept = Vec::new();
-    for fd in 3..3 + keep_fds as i32 {
+    for &fd in keep_fds.iter().filter(|fd| **fd > 2) {
         // SAFETY: the caller placed these descriptors for us; nothing else in this process owns them.
         let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let _ = nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));

@@ -3,9 +3,9 @@
 //! boundary is the interface; see `shared/reference/slirp4netns.md`).
 //!
 //! How this works: `start` runs `PROG --configure --mtu=65520 --disable-host-loopback
-//! --api-socket SOCK --ready-fd 3 [--exit-fd 4] --netns-type=path NETNS tap0` in a session of
+//! --api-socket SOCK --ready-fd R [--exit-fd E] --netns-type=path NETNS tap0` in a session of
 //! its own. The program creates `tap0` in the namespace (10.0.2.100/24, gateway 10.0.2.2, DNS
-//! 10.0.2.3), writes one byte to fd 3 once it is ready and runs until fd 4 reports an event
+//! 10.0.2.3), writes one byte to fd R once it is ready and runs until fd E reports an event
 //! (its write end is held by whoever supervises the container: when that process exits, for
 //! any reason, the program exits too) or until SIGTERM. Its PID and start time go to a pid
 //! file, so cleanup can stop exactly that process. Published ports are added one port and
@@ -74,8 +74,7 @@ pub struct Started {
     pub exit: Option<OwnedFd>,
 }
 
-/// Duplicates `fd` to a number of at least 10 (close-on-exec), so placing descriptors on 3
-/// and 4 in the child cannot clobber one another.
+/// Duplicates `fd` to a number of at least 10 (close-on-exec; the child clears that flag).
 fn high(fd: &OwnedFd) -> anyhow::Result<OwnedFd> {
     let n = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).context("dup")?;
     // SAFETY: fcntl(F_DUPFD_CLOEXEC) returned a new descriptor that nothing else owns.
@@ -104,20 +103,24 @@ pub fn start(bin: &Path, netns: &Path, api: &Path, pidfile: &Path, exit_fd: bool
     } else {
         (None, None)
     };
+    let (rw, er): (RawFd, RawFd) = (ready_w.as_raw_fd(), exit_r.as_ref().map_or(-1, |f| f.as_raw_fd()));
     let mut cmd = Command::new(bin);
     cmd.args(["--configure", "--mtu=65520", "--disable-host-loopback", "--api-socket"]).arg(api);
-    cmd.args(["--ready-fd", "3"]);
-    if exit_r.is_some() {
-        cmd.args(["--exit-fd", "4"]);
+    // The descriptors keep their (high) numbers in the child: no dup2 onto numbers the
+    // spawn machinery may be using.
+    cmd.arg("--ready-fd").arg(rw.to_string());
+    if er >= 0 {
+        cmd.arg("--exit-fd").arg(er.to_string());
     }
     cmd.arg("--netns-type=path").arg(netns).arg("tap0");
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-    let (rw, er): (RawFd, RawFd) = (ready_w.as_raw_fd(), exit_r.as_ref().map_or(-1, |f| f.as_raw_fd()));
-    // SAFETY: only async-signal-safe calls (dup2, setsid) between fork and exec.
+    // SAFETY: only async-signal-safe calls (fcntl, setsid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(rw, 3) < 0 || (er >= 0 && libc::dup2(er, 4) < 0) {
-                return Err(std::io::Error::last_os_error());
+            for fd in [rw, er] {
+                if fd >= 0 && libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             // A session of its own: signals meant for the caller's terminal do not reach it.
             libc::setsid();
