@@ -170,6 +170,8 @@ struct TcpFlow {
     host_shut: bool,
     fresh: bool,
     dead: bool,
+    /// sequence number of the guest's SYN (quoted in ICMP errors)
+    syn_seq: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -193,6 +195,26 @@ struct UdpFlow {
 }
 
 type UdpKey = (UdpKind, SocketAddr, SocketAddr);
+
+/// An ICMP destination-unreachable reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unreach {
+    Net,
+    Host,
+    Port,
+}
+
+impl Unreach {
+    /// The ICMP report for a host socket error (None: answer with a reset or nothing).
+    fn from_error(e: &io::Error) -> Option<Unreach> {
+        match e.raw_os_error()? {
+            libc::ENETUNREACH => Some(Unreach::Net),
+            libc::EHOSTUNREACH | libc::ETIMEDOUT => Some(Unreach::Host),
+            libc::ECONNREFUSED => Some(Unreach::Port),
+            _ => None,
+        }
+    }
+}
 
 /// Why the loop stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -513,7 +535,7 @@ impl Engine {
                     let g = SocketAddr::new(src, t.src_port());
                     let d = SocketAddr::new(dst, t.dst_port());
                     if !self.tcp_by_tuple.contains_key(&(ep(g), ep(d))) {
-                        self.new_tcp(g, d);
+                        return self.new_tcp(g, d, t.seq_number().0 as u32);
                     }
                 }
                 true
@@ -558,17 +580,25 @@ impl Engine {
         }
     }
 
-    fn new_tcp(&mut self, guest: SocketAddr, dst: SocketAddr) {
-        let Some(target) = self.map_dst(dst, false) else { return };
+    /// Starts a flow for a new SYN. Returns whether smoltcp should see the SYN (without a
+    /// socket for it, smoltcp answers with a reset).
+    fn new_tcp(&mut self, guest: SocketAddr, dst: SocketAddr, seq: u32) -> bool {
+        let Some(target) = self.map_dst(dst, false) else { return true };
         if self.tcp.len() >= MAX_TCP {
             tracing::warn!("too many TCP flows ({MAX_TCP}); refusing {guest} -> {dst}");
-            return;
+            return true;
         }
         let host = match sys::tcp_connect(&target, self.bind_for(&target)) {
             Ok(fd) => fd,
             Err(e) => {
                 tracing::debug!("connect {target}: {e}");
-                return;
+                match Unreach::from_error(&e) {
+                    Some(u) if u != Unreach::Port => {
+                        self.icmp_error(guest, dst, IpProtocol::Tcp, seq, u);
+                        return false;
+                    }
+                    _ => return true,
+                }
             }
         };
         // SAFETY: fd is a fresh, owned, non-blocking TCP socket.
@@ -594,7 +624,7 @@ impl Engine {
         s.pause_synack(true);
         if s.listen(ep(dst)).is_err() {
             self.sockets.remove(handle);
-            return;
+            return true;
         }
         let tuple = (ep(guest), ep(dst));
         let idx = self.tcp.insert(TcpFlow {
@@ -609,6 +639,7 @@ impl Engine {
             host_shut: false,
             fresh: true,
             dead: false,
+            syn_seq: seq,
         });
         let f = self.tcp.get_mut(idx).expect("just inserted");
         if self.poll.registry().register(&mut f.host, tok(K_TCP, idx), Interest::READABLE | Interest::WRITABLE).is_err()
@@ -616,6 +647,7 @@ impl Engine {
             f.dead = true;
         }
         self.tcp_by_tuple.insert(tuple, idx);
+        true
     }
 
     /// After smoltcp consumed new SYNs, record which listener took which guest endpoint.
@@ -640,6 +672,7 @@ impl Engine {
     fn service_tcp(&mut self) -> bool {
         let mut queued = false;
         let mut dead: Vec<usize> = Vec::new();
+        let mut unreach = Vec::new();
         for (idx, f) in self.tcp.iter_mut() {
             let s = self.sockets.get_mut::<tcp::Socket>(f.handle);
             let fd = f.host.as_raw_fd();
@@ -663,8 +696,14 @@ impl Engine {
                         f.writable = false;
                         continue;
                     }
-                    Err(_) => {
-                        s.abort();
+                    Err(e) => {
+                        match Unreach::from_error(&e) {
+                            // no SYN-ACK was ever sent: drop the socket quietly, report ICMP
+                            Some(u) if u != Unreach::Port => {
+                                unreach.push((f.tuple.0.into(), f.tuple.1.into(), f.syn_seq, u))
+                            }
+                            _ => s.abort(),
+                        }
                         dead.push(idx);
                         queued = true;
                         continue;
@@ -754,6 +793,9 @@ impl Engine {
                 dead.push(idx);
             }
         }
+        for (g, d, seq, u) in unreach {
+            self.icmp_error(g, d, IpProtocol::Tcp, seq, u);
+        }
         if !dead.is_empty() {
             // let the resets/FINs out before the sockets go
             let now = self.now();
@@ -828,7 +870,12 @@ impl Engine {
         if let Some(b) = self.bind_for(&target) {
             sys::bind(fd.as_raw_fd(), &SocketAddr::new(b, 0)).ok()?;
         }
-        sys::connect(fd.as_raw_fd(), &target).ok()?;
+        if let Err(e) = sys::connect(fd.as_raw_fd(), &target) {
+            if let (UdpKind::Udp, Some(u)) = (kind, Unreach::from_error(&e)) {
+                self.icmp_error(g, d, IpProtocol::Udp, 0, u);
+            }
+            return None;
+        }
         // SAFETY: fd is a fresh, owned, non-blocking datagram socket.
         let sock = UdpSocket::from_std(unsafe { std::net::UdpSocket::from_raw_fd(fd.into_raw_fd()) });
         let idle = if d.port() == 53 { DNS_IDLE } else { UDP_IDLE };
@@ -875,7 +922,12 @@ impl Engine {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
+                Err(e) => {
+                    if let (UdpKind::Udp, Some(u)) = (kind, Unreach::from_error(&e)) {
+                        self.icmp_error(guest, dst, IpProtocol::Udp, 0, u);
+                    }
+                    continue;
+                }
             };
             f.last = Instant::now();
             match kind {
@@ -898,6 +950,67 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Tells the guest that `dst` is unreachable (ICMP/ICMPv6 destination unreachable),
+    /// quoting a reconstruction of its packet's headers. TCP refusals are resets instead.
+    fn icmp_error(&mut self, guest: SocketAddr, dst: SocketAddr, proto: IpProtocol, seq: u32, u: Unreach) {
+        if proto == IpProtocol::Tcp && u == Unreach::Port {
+            return;
+        }
+        let v6 = guest.is_ipv6();
+        let hdr = 14 + if v6 { 40 } else { 20 };
+        // the quoted packet: IP header + 8 bytes of the transport header
+        let q = hdr + 8;
+        let qlen = if v6 { 48 } else { 28 };
+        {
+            let o = &mut self.out[q..q + qlen];
+            o.fill(0);
+            let (iph, l4) = o.split_at_mut(if v6 { 40 } else { 20 });
+            match (guest.ip(), dst.ip()) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                    iph[0] = 0x45;
+                    iph[2..4].copy_from_slice(&28u16.to_be_bytes());
+                    iph[8] = 64;
+                    iph[9] = u8::from(proto);
+                    iph[12..16].copy_from_slice(&s.octets());
+                    iph[16..20].copy_from_slice(&d.octets());
+                    let c = !fold(sum(iph, 0));
+                    iph[10..12].copy_from_slice(&c.to_be_bytes());
+                }
+                (IpAddr::V6(s), IpAddr::V6(d)) => {
+                    iph[0] = 0x60;
+                    iph[4..6].copy_from_slice(&8u16.to_be_bytes());
+                    iph[6] = u8::from(proto);
+                    iph[7] = 64;
+                    iph[8..24].copy_from_slice(&s.octets());
+                    iph[24..40].copy_from_slice(&d.octets());
+                }
+                _ => return,
+            }
+            l4[0..2].copy_from_slice(&guest.port().to_be_bytes());
+            l4[2..4].copy_from_slice(&dst.port().to_be_bytes());
+            if proto == IpProtocol::Tcp {
+                l4[4..8].copy_from_slice(&seq.to_be_bytes());
+            } else {
+                l4[4..6].copy_from_slice(&8u16.to_be_bytes());
+            }
+        }
+        let n = &self.cfg.net;
+        let (ty, code, from) = match (v6, u) {
+            (false, Unreach::Net) => (3, 0, IpAddr::V4(n.gateway)),
+            (false, Unreach::Host) => (3, 1, IpAddr::V4(n.gateway)),
+            (false, Unreach::Port) => (3, 3, dst.ip()),
+            (true, Unreach::Net) => (1, 0, IpAddr::V6(n.gateway6)),
+            (true, Unreach::Host) => (1, 3, IpAddr::V6(n.gateway6)),
+            (true, Unreach::Port) => (1, 4, dst.ip()),
+        };
+        let proto = if v6 { IpProtocol::Icmpv6 } else { IpProtocol::Icmp };
+        self.emit_l4(proto, SocketAddr::new(from, 0), guest, 8 + qlen, |b| {
+            b[0] = ty;
+            b[1] = code;
+            b[4..8].fill(0);
+        });
     }
 
     /// Answers an echo request to one of our own addresses.

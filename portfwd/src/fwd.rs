@@ -25,8 +25,11 @@ use crate::engine::{tok, Engine, K_FWD_CONN_A, K_FWD_CONN_B, K_FWD_LISTEN, K_FWD
 use crate::slab::Slab;
 use crate::sys;
 
-/// Pipe capacity asked for per direction of a forwarded connection.
-const PIPE_SIZE: usize = 512 << 10;
+/// Pipe capacity asked for per direction of a forwarded connection (the first
+/// [`BIG_PIPE_CONNS`] concurrent connections; later ones keep the default 64 KiB, because the
+/// per-user pipe budget (fs.pipe-user-pages-soft) would otherwise run out).
+const PIPE_SIZE: usize = 1 << 20;
+const BIG_PIPE_CONNS: usize = 8;
 const UDP_FWD_IDLE: Duration = Duration::from_secs(60);
 /// Most concurrent forwarded TCP connections.
 const MAX_CONNS: usize = 4096;
@@ -55,9 +58,15 @@ struct Dir {
 }
 
 impl Dir {
-    fn new() -> io::Result<Dir> {
+    fn new(big: bool) -> io::Result<Dir> {
         let (r, w) = sys::pipe()?;
-        let cap = sys::pipe_size(w.as_raw_fd(), PIPE_SIZE);
+        if !big {
+            return Ok(Dir { r, w, cap: 65536, queued: 0, eof: false, shut: false });
+        }
+        static WANT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let want = *WANT
+            .get_or_init(|| std::env::var("PORTFWD_PIPE_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(PIPE_SIZE));
+        let cap = sys::pipe_size(w.as_raw_fd(), want);
         Ok(Dir { r, w, cap, queued: 0, eof: false, shut: false })
     }
 
@@ -125,7 +134,7 @@ pub struct Forwards {
 }
 
 /// Pipes kept for reuse.
-const PIPE_POOL: usize = 64;
+const PIPE_POOL: usize = 16;
 
 fn listen_tcp(a: &SocketAddr) -> io::Result<TcpListener> {
     let s = sys::socket(sys::family(&a.ip()), libc::SOCK_STREAM, 0)?;
@@ -306,9 +315,10 @@ impl Engine {
             tracing::debug!("connect {guest} in the namespace: {e}");
             return;
         }
+        let big = self.fwd.conns.len() < BIG_PIPE_CONNS;
         let mut dir = || match self.fwd.pipes.pop() {
             Some(d) => Ok(d),
-            None => Dir::new(),
+            None => Dir::new(big),
         };
         let (Ok(ab), Ok(ba)) = (dir(), dir()) else { return };
         // SAFETY: into_raw_fd hands over ownership of the accepted socket.

@@ -215,7 +215,7 @@ if cmd == 'tcp':
     except ConnectionRefusedError:
         print('refused'); sys.exit(0)
     except OSError as e:
-        print('error', e); sys.exit(0)
+        print('error', e.errno); sys.exit(0)
     s.sendall(msg.encode()); s.shutdown(socket.SHUT_WR)
     out = b''
     while True:
@@ -239,13 +239,15 @@ elif cmd == 'big':
     print('sent', sent, 'got', got)
 elif cmd == 'udp':
     h, p, msg = sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    s = socket.socket(fam(h), socket.SOCK_DGRAM); s.settimeout(1)
+    s = socket.socket(fam(h), socket.SOCK_DGRAM); s.settimeout(1); s.connect((h, p))
     for _ in range(5):
-        s.sendto(msg.encode(), (h, p))
         try:
+            s.send(msg.encode())
             print(s.recv(65536).decode()); break
         except socket.timeout:
             pass
+        except OSError as e:
+            print('error', e.errno); break
     else:
         print('timeout')
 elif cmd == 'many':
@@ -267,6 +269,17 @@ elif cmd == 'many':
         if out == ('m%d' % i).encode(): ok += 1
         s.close()
     print('ok', ok)
+elif cmd == 'flood':
+    # UDP datagrams as fast as possible for N seconds, to many ports (many flows)
+    h, p, secs = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    s = socket.socket(fam(h), socket.SOCK_DGRAM); s.setblocking(False)
+    b = b'f' * 1400; end = time.time() + secs; n = 0
+    while time.time() < end:
+        try:
+            s.sendto(b, (h, p + (n % 2000))); n += 1
+        except BlockingIOError:
+            pass
+    print('sent', n)
 elif cmd == 'serve':
     # TCP echo-until-EOF server and UDP echo server on the same port, for N seconds
     p, secs = int(sys.argv[2]), float(sys.argv[3])

@@ -95,6 +95,13 @@ fn api_forwards_and_errors() {
     drop(_idle);
     assert_eq!(api(&sock, r#"{"execute":"list_hostfwd"}"#).matches("\"id\"").count(), 2);
     assert!(pf.log_text().contains("api_handler: got request"));
+    // --enable-seccomp and --enable-sandbox took effect
+    let st = std::fs::read_to_string(format!("/proc/{}/status", pf.proc.pid())).unwrap_or_default();
+    assert!(st.lines().any(|l| l.starts_with("Seccomp:") && l.ends_with('2')), "{st}");
+    assert!(st.lines().any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')), "{st}");
+    assert!(st.lines().any(|l| l.starts_with("CapEff:") && l.ends_with("0000000000000400")), "{st}");
+    let root = std::fs::read_dir(format!("/proc/{}/root/", pf.proc.pid())).map(|d| d.count()).unwrap_or(99);
+    assert_eq!(root, 0, "the sandbox root is not empty");
 }
 
 #[test]
@@ -152,4 +159,62 @@ fn publish_at_start_and_busy_port() {
         .output()
         .expect("python");
     assert_eq!(String::from_utf8_lossy(&big.stdout).trim(), (64 * 65536 + 6).to_string());
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    st.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_flooding_guest_does_not_wedge_portfwd() {
+    if !can_run("a_flooding_guest_does_not_wedge_portfwd", &["ip", "python3"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    let probe = probe(&dir);
+    let ns = Netns::new(&p);
+    let sock = dir.join("api.sock");
+    let pf = Portfwd::start(
+        &[],
+        &["-c", "--api-socket", &sock, "--netns-type=path", &ns.path(), "tap0"],
+        &dir.join("pf.log"),
+    )
+    .expect("start");
+    // the seccomp filter and no_new_privs are not on here; the flood goes to 2000 UDP flows
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("sink");
+    let port = sink.local_addr().expect("addr").port().saturating_sub(1000).max(1024);
+    let mut flood = {
+        let mut c = ns.cmd("python3");
+        c.arg(&probe).args(["flood", "10.0.2.2", &port.to_string(), "3"]);
+        c.stdout(std::process::Stdio::piped());
+        spawn(c)
+    };
+    let mut worst = std::time::Duration::ZERO;
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_millis(2500) {
+        let t0 = std::time::Instant::now();
+        let r = api(&sock, r#"{"execute":"list_hostfwd"}"#);
+        assert_eq!(r, r#"{"entries":[]}"#);
+        worst = worst.max(t0.elapsed());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = flood.0.wait();
+    assert!(worst < std::time::Duration::from_millis(500), "API took {worst:?} under flood");
+    let rss = rss_kib(pf.proc.pid());
+    assert!(rss < 256 * 1024, "RSS {rss} KiB");
+    // and the guest's traffic still flows afterwards
+    let e = tcp_echo("127.0.0.1:0");
+    let got = {
+        let mut c = ns.cmd("python3");
+        c.arg(&probe).args(["tcp", "10.0.2.2", &e.port().to_string(), "after"]);
+        out(c)
+    };
+    assert_eq!(got, "host:after");
+    drop(sink);
 }

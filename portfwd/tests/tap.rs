@@ -254,3 +254,31 @@ fn help_and_bad_usage() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/netns"));
 }
+
+#[test]
+fn unreachable_destinations_get_icmp_errors() {
+    if !can_run("unreachable_destinations_get_icmp_errors", &["ip", "python3"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    let probe = probe(&dir);
+    let ns = Netns::new(&p);
+    // portfwd's "host" is a namespace with only a loopback: nothing outside is routable
+    let host = Netns::new(&format!("{p}h"));
+    let _ = Command::new("ip").args(["-n", &host.0, "link", "set", "lo", "up"]).status();
+    let pf = Portfwd::start(
+        &["ip", "netns", "exec", &host.0],
+        &["-c", "--netns-type=path", &ns.path(), "tap0"],
+        &dir.join("pf.log"),
+    )
+    .expect("start");
+    // TCP to an unroutable address: ICMP network unreachable, not a reset
+    let got = python_in(&ns, &probe, &["tcp", "192.0.2.1", "80", "x"]);
+    assert_eq!(got, format!("error {}", libc::ENETUNREACH), "{}", pf.log_text());
+    // UDP to a closed port of the host: ICMP port unreachable
+    let got = python_in(&ns, &probe, &["udp", "10.0.2.2", "9", "x"]);
+    assert_eq!(got, format!("error {}", libc::ECONNREFUSED));
+    // TCP to a closed port: reset (connection refused)
+    assert_eq!(python_in(&ns, &probe, &["tcp", "10.0.2.2", "9", "x"]), "refused");
+}
