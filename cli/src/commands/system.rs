@@ -113,6 +113,7 @@ pub fn info(cli: &Cli) -> anyhow::Result<Value> {
             "ociRuntime": {"name": std::path::Path::new(&rt_path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), "package": "", "path": rt_path, "version": first_line(&e.runtime, "--version")},
             "os": std::env::consts::OS,
             "rootless": crate::rootless::is_rootless(),
+            "idMappings": {"uidmap": id_map("/proc/self/uid_map"), "gidmap": id_map("/proc/self/gid_map")},
             "uptime": crate::format::human_duration(uptime),
         },
         "plugins": {"network": ["bridge", "macvlan"], "log": ["k8s-file"], "volume": ["local"]},
@@ -133,6 +134,23 @@ pub fn info(cli: &Cli) -> anyhow::Result<Value> {
             "OsArch": format!("{}/{}", std::env::consts::OS, arch()),
         },
     }))
+}
+
+/// A `uid_map`/`gid_map` as podman's `idMappings` list (empty for root outside a user
+/// namespace).
+fn id_map(path: &str) -> Value {
+    if !crate::rootless::is_rootless() {
+        return Value::Array(vec![]);
+    }
+    let text = read(path);
+    Value::Array(
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                (f.len() == 3).then(|| json!({"container_id": f[0], "host_id": f[1], "size": f[2]}))
+            })
+            .collect(),
+    )
 }
 
 fn yaml_scalar(v: &Value) -> String {
