@@ -13,7 +13,11 @@
 #   copyup   first 1-byte write to the other BIGMB lower file (lower in page cache)
 # Prints medians and ratios (ours against each other file system; > 1 means ours is better).
 #
-# Env: NSMALL BIGMB RUNS DUR FIOMB BASE OURS C110 R20 FSES ("kernel ours c110 r20")
+# Every run gets a fresh ext4 file system (a loop device) holding the lower, upper and work
+# directories: ext4 slows down inode allocation for some minutes after many deletions, which
+# otherwise swamps the untar figures of whichever file system runs later (LOOPFS=0 runs on
+# BASE's file system directly, like the reference harness).
+# Env: NSMALL BIGMB RUNS DUR FIOMB BASE LOOPFS OURS C110 R20 FSES ("kernel ours c110 r20")
 # Build ours first: cargo build --release -p rpod-storage (or set OURS=path).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -27,6 +31,7 @@ OURS="${OURS:-${CARGO_TARGET_DIR:-$here/../../target}/release/fuse-overlay}"
 C110="${C110:-/usr/bin/fuse-overlayfs}"
 R20="${R20:-/opt/fuse-overlayfs-ref/bin/fuse-overlayfs}"
 FSES="${FSES:-kernel ours c110 r20}"
+LOOPFS="${LOOPFS:-1}"
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 die() { echo "FATAL: $*" >&2; exit 1; }
@@ -40,19 +45,20 @@ for fs in $FSES; do
   active+=("$fs")
 done
 
-L=$BASE/lower; M=$BASE/merged
+MASTER=$BASE/master; M=$BASE/merged; FS=$BASE/fs; IMG=$BASE/fs.img
+if [ "$LOOPFS" = 1 ]; then L=$FS/lower; U=$FS/u; W=$FS/w; else L=$MASTER; U=$BASE/u; W=$BASE/w; fi
 umnt() { if mountpoint -q "$M"; then umount "$M" 2>/dev/null || fusermount3 -u "$M" 2>/dev/null || umount -l "$M"; fi; }
-cleanup() { umnt || true; rm -rf "$BASE"; }
+cleanup() { umnt || true; if mountpoint -q "$FS"; then umount -l "$FS"; fi; rm -rf "$BASE"; }
 trap cleanup EXIT
 cleanup
-mkdir -p "$L" "$M"
+mkdir -p "$MASTER" "$M" "$FS"
 us() { echo "${EPOCHREALTIME/./}"; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", (b-a)/1e6}'; }
 dropc() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 median() { printf '%s\n' "$@" | python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.stdin if x.strip()]; print("%.3f"%s.median(v) if v else "NA")'; }
 
 log "building lower: $NSMALL small files + 2 x ${BIGMB} MiB"
-python3 - "$L/tree" "$NSMALL" <<'EOF'
+python3 - "$MASTER/tree" "$NSMALL" <<'EOF'
 import os, random, sys
 root, n = sys.argv[1], int(sys.argv[2])
 random.seed(1)
@@ -66,17 +72,26 @@ for i in range(n):
     with open(os.path.join(d, "f%05d" % i), "wb") as f:
         f.write(blob[off:off + size])
 EOF
-head -c "${BIGMB}M" /dev/urandom >"$L/big-read"
-head -c "${BIGMB}M" /dev/urandom >"$L/big-copyup"
-tar -cf "$BASE/tree.tar" -C "$L" tree
+head -c "${BIGMB}M" /dev/urandom >"$MASTER/big-read"
+head -c "${BIGMB}M" /dev/urandom >"$MASTER/big-copyup"
+tar -cf "$BASE/tree.tar" -C "$MASTER" tree
 sync
+[ "$LOOPFS" = 1 ] && { command -v mkfs.ext4 >/dev/null || die "missing tool: mkfs.ext4"; }
 
 mnt() { # fs
-  rm -rf "$BASE/u" "$BASE/w"; mkdir -p "$BASE/u" "$BASE/w"; sync
+  if [ "$LOOPFS" = 1 ]; then
+    # Lazy: a mount namespace created meanwhile by another process may hold a copy.
+    mountpoint -q "$FS" && umount -l "$FS"
+    rm -f "$IMG"; truncate -s "$((2 * BIGMB + 4096))M" "$IMG"
+    mkfs.ext4 -q -F -N $((NSMALL * 4 + 10000)) -E lazy_itable_init=0,lazy_journal_init=0 "$IMG"
+    mount -o loop "$IMG" "$FS"
+    cp -a "$MASTER" "$L"
+  fi
+  rm -rf "$U" "$W"; mkdir -p "$U" "$W"; sync
   remnt "$1"
 }
 remnt() {
-  local o="lowerdir=$L,upperdir=$BASE/u,workdir=$BASE/w"
+  local o="lowerdir=$L,upperdir=$U,workdir=$W"
   if [ "$1" = kernel ]; then mount -t overlay overlay -o "$o" "$M"
   else "${BIN[$1]}" -o "$o" "$M" 2>/dev/null; fi
   mountpoint -q "$M" || die "mount $1 failed"
@@ -99,7 +114,7 @@ for ((r = 1; r <= RUNS; r++)); do
     rm -f "$M/fio.dat"
     cat "$L/big-copyup" >/dev/null; sync
     t0=$(us); dd if=/dev/zero of="$M/big-copyup" bs=1 count=1 conv=notrunc status=none; t1=$(us); cu=$(secs "$t0" "$t1")
-    [ -f "$BASE/u/big-copyup" ] || log "WARN: $n: no copy-up happened"
+    [ -f "$U/big-copyup" ] || log "WARN: $n: no copy-up happened"
     log "$n run $r: untar ${untar}s walk($cnt) cold ${wc}s warm ${ww}s read cold ${rc} warm ${rw} MiB/s fio ${fio_iops} IOPS copy-up ${cu}s"
     R[$fs,untar]+=" $untar"; R[$fs,walkc]+=" $wc"; R[$fs,walkw]+=" $ww"; R[$fs,readc]+=" $rc"
     R[$fs,readw]+=" $rw"; R[$fs,fio]+=" $fio_iops"; R[$fs,copyup]+=" $cu"

@@ -49,6 +49,8 @@ use super::options::Options;
 use super::sys::{self, XTarget};
 
 const ROOT: u64 = 1;
+/// Files smaller than this are opened through the page cache, not passthrough.
+const PASSTHROUGH_MIN: u64 = 256 * 1024;
 const WH_PREFIX: &[u8] = b".wh.";
 const OPQ_MARKER: &[u8] = b".wh..wh..opq";
 const OPAQUE_XATTRS: [&CStr; 3] = [c"trusted.overlay.opaque", c"user.overlay.opaque", c"user.fuseoverlayfs.opaque"];
@@ -183,6 +185,9 @@ struct Node {
     key: (u64, u64),
     lookups: u64,
     backing: Option<Backing>,
+    /// Opens served through the page cache while passthrough is on (the kernel does not mix
+    /// the two modes on one inode).
+    cached_opens: usize,
 }
 
 #[derive(Default)]
@@ -477,7 +482,16 @@ impl Overlay {
         let key = (fs.layers[top].dev_idx, st.st_ino);
         wl(&fs.inodes).nodes.insert(
             ROOT,
-            Node { names: Vec::new(), layer: top, bottom, fmt: libc::S_IFDIR, key, lookups: 1, backing: None },
+            Node {
+                names: Vec::new(),
+                layer: top,
+                bottom,
+                fmt: libc::S_IFDIR,
+                key,
+                lookups: 1,
+                backing: None,
+                cached_opens: 0,
+            },
         );
         Ok(fs)
     }
@@ -655,6 +669,7 @@ impl Overlay {
                 key,
                 lookups: 0,
                 backing: None,
+                cached_opens: 0,
             });
             n.layer = f.layer;
             n.bottom = f.bottom;
@@ -1515,6 +1530,9 @@ impl Overlay {
     }
 
     /// A backing id for passthrough of `fd` (node `id`, file in `layer`), shared per node.
+    /// `None` serves the open through the page cache: small files (the per-open cost of a
+    /// backing file is larger than what it saves on them), and any open of a node that
+    /// already has cached opens.
     fn backing_for(
         &self,
         id: u64,
@@ -1525,6 +1543,7 @@ impl Overlay {
         if !self.passthrough.load(Ordering::Relaxed) {
             return Ok(None);
         }
+        let size = sys::fstat(fd).map(|st| st.st_size as u64).unwrap_or(0);
         let mut g = wl(&self.inodes);
         let Some(n) = g.nodes.get_mut(&id) else { return Ok(None) };
         if let Some(b) = &mut n.backing {
@@ -1536,6 +1555,10 @@ impl Overlay {
             // kernel allows one backing file per inode.
             tracing::warn!("open of a copied-up file while its lower copy is open: EBUSY");
             return Err(Errno::EBUSY);
+        }
+        if n.cached_opens > 0 || size < PASSTHROUGH_MIN {
+            n.cached_opens += 1;
+            return Ok(None);
         }
         match open(fd) {
             Ok(b) => {
@@ -1551,10 +1574,12 @@ impl Overlay {
         }
     }
 
-    fn release_backing(&self, id: u64) {
+    fn release_backing(&self, id: u64, backed: bool) {
         let mut g = wl(&self.inodes);
         if let Some(n) = g.nodes.get_mut(&id) {
-            if let Some(b) = &mut n.backing {
+            if !backed {
+                n.cached_opens = n.cached_opens.saturating_sub(1);
+            } else if let Some(b) = &mut n.backing {
                 b.opens = b.opens.saturating_sub(1);
                 if b.opens == 0 {
                     n.backing = None;
@@ -1695,6 +1720,7 @@ impl Filesystem for Overlay {
             want |= InitFlags::FUSE_PASSTHROUGH;
             passthrough = true;
         }
+        // The kernel refuses backing files on a connection with the writeback cache.
         if !passthrough && self.o.writeback && caps.contains(InitFlags::FUSE_WRITEBACK_CACHE) {
             want |= InitFlags::FUSE_WRITEBACK_CACHE;
             self.writeback.store(true, Ordering::Relaxed);
@@ -1899,10 +1925,9 @@ impl Filesystem for Overlay {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(h) = wl(&self.files).remove(&fh.0) {
-            if h.backed {
-                self.release_backing(h.node);
-            }
+        let h = wl(&self.files).remove(&fh.0);
+        if let Some(h) = h {
+            self.release_backing(h.node, h.backed);
         }
         reply.ok();
     }

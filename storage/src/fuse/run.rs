@@ -165,7 +165,10 @@ pub fn run(o: Options) -> Result<(), RunError> {
     let debug = o.debug;
     let fs = Overlay::new(o.clone()).map_err(RunError::Layers)?;
     let mut config = Config::default();
-    config.n_threads = Some(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 16));
+    let threads = std::env::var("FUSE_OVERLAY_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
+    config.n_threads = Some(
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).clamp(1, 64),
+    );
     config.clone_fd = true;
     config.acl = SessionACL::All;
     let merr = |source: io::Error| RunError::Mount { path: mountpoint.display().to_string(), source };
