@@ -304,7 +304,9 @@ pub struct Overlay {
     inodes: RwLock<Inodes>,
     ns: Mutex<()>,
     files: RwLock<HashMap<u64, Arc<FileH>>>,
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirEnt>>>>,
+    /// Open directories: the merged listing, made at the first read (a directory the kernel
+    /// has cached is opened and closed without being listed).
+    dirs: Mutex<HashMap<u64, Option<Arc<Vec<DirEnt>>>>>,
     next_fh: AtomicU64,
     mknod_wh: AtomicBool,
     trusted_ok: AtomicBool,
@@ -1574,6 +1576,20 @@ impl Overlay {
         }
     }
 
+    /// The listing of open directory `fh` (node `id`), made on first use.
+    fn dir_list(&self, id: u64, fh: u64) -> Result<Arc<Vec<DirEnt>>, Errno> {
+        match ml(&self.dirs).get(&fh) {
+            None => return Err(Errno::EBADF),
+            Some(Some(l)) => return Ok(l.clone()),
+            Some(None) => {}
+        }
+        let list = Arc::new(self.list(&self.info(id)?)?);
+        if let Some(slot) = ml(&self.dirs).get_mut(&fh) {
+            *slot = Some(list.clone());
+        }
+        Ok(list)
+    }
+
     fn release_backing(&self, id: u64, backed: bool) {
         let mut g = wl(&self.inodes);
         if let Some(n) = g.nodes.get_mut(&id) {
@@ -1941,11 +1957,11 @@ impl Filesystem for Overlay {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let r = self.info(ino.0).and_then(|i| self.list(&i));
-        match r {
-            Ok(list) => {
+        match self.info(ino.0) {
+            Ok(i) if i.fmt != libc::S_IFDIR => reply.error(Errno::ENOTDIR),
+            Ok(_) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                ml(&self.dirs).insert(fh, Arc::new(list));
+                ml(&self.dirs).insert(fh, None);
                 // The kernel may keep listings: every change of a directory goes through it.
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
             }
@@ -1954,7 +1970,10 @@ impl Filesystem for Overlay {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let Some(list) = ml(&self.dirs).get(&fh.0).cloned() else { return reply.error(Errno::EBADF) };
+        let list = match self.dir_list(ino.0, fh.0) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
         let mut off = offset;
         if off == 0 {
             if reply.add(ino, 1, FileType::Directory, ".") {
@@ -1981,7 +2000,10 @@ impl Filesystem for Overlay {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let Some(list) = ml(&self.dirs).get(&fh.0).cloned() else { return reply.error(Errno::EBADF) };
+        let list = match self.dir_list(ino.0, fh.0) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
         let dir = match self.info(ino.0) {
             Ok(i) => i,
             Err(e) => return reply.error(e),
