@@ -21,8 +21,9 @@
 //!   through an unprivileged ICMP datagram socket when `net.ipv4.ping_group_range` allows it,
 //!   and is dropped otherwise (logged once).
 //! * Bounds: at most [`MAX_TCP`] TCP and [`MAX_UDP`] UDP/ICMP flows (the oldest idle UDP
-//!   flow is evicted; excess TCP SYNs are reset); TCP buffers are 1 MiB while fewer than
-//!   [`BIG_BUF_FLOWS`] flows exist and 64 KiB beyond, so memory stays bounded.
+//!   flow is evicted; excess TCP SYNs are reset); TCP buffers are 4 MiB for the first
+//!   [`HUGE_BUF_FLOWS`] flows, 1 MiB up to [`BIG_BUF_FLOWS`] and 64 KiB beyond, so memory
+//!   stays bounded (at most about 0.6 GiB of buffers plus 128 KiB per further flow).
 //! * Host port forwards and the API socket are served by the same loop (see `fwd.rs`).
 
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ pub const FRAME: usize = 65536;
 pub const MAX_TCP: usize = 8192;
 /// Most concurrent UDP and ICMP flows from the guest.
 pub const MAX_UDP: usize = 4096;
+/// Flows that get the largest (4 MiB) TCP buffers.
+pub const HUGE_BUF_FLOWS: usize = 16;
 /// Flows that get large (1 MiB) TCP buffers.
 pub const BIG_BUF_FLOWS: usize = 256;
 /// Finished TCP sockets kept for reuse.
@@ -607,7 +610,18 @@ impl Engine {
         let handle = match self.spare.pop() {
             Some(h) => h,
             None => {
-                let size = if self.tcp.len() < BIG_BUF_FLOWS { 1 << 20 } else { 64 << 10 };
+                static BIG: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+                let big = *BIG.get_or_init(|| {
+                    std::env::var("PORTFWD_TCP_BUF").ok().and_then(|v| v.parse().ok()).unwrap_or(4 << 20)
+                });
+                let n = self.tcp.len();
+                let size = if n < HUGE_BUF_FLOWS {
+                    big
+                } else if n < BIG_BUF_FLOWS {
+                    1 << 20
+                } else {
+                    64 << 10
+                };
                 let mut s =
                     tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; size]), tcp::SocketBuffer::new(vec![0u8; size]));
                 s.set_nagle_enabled(false);
