@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rpod_storage::{Digest, Error, MountMethod, Store};
+use rpod_storage::{Digest, Error, Store};
 use sha2::{Digest as _, Sha256};
 
 // ------------------------------------------------------------------ image builders
@@ -551,6 +551,7 @@ fn mount_with_fuse_overlay_program() {
     if !require_root("mount_with_fuse_overlay_program") {
         return;
     }
+    use rpod_storage::MountMethod;
     let dir = tempfile::tempdir().unwrap();
     let prog = PathBuf::from(env!("CARGO_BIN_EXE_fuse-overlay"));
     let s = Store::open(dir.path().join("storage")).unwrap().with_mount_method(MountMethod::Program(prog.clone()));
