@@ -2078,7 +2078,8 @@ impl Filesystem for Overlay {
         reply: ReplyEmpty,
     ) {
         if self.o.noxattrs {
-            return reply.error(Errno::ENOTSUP);
+            // ENOSYS: the kernel stops asking (no GETXATTR round trips before writes).
+            return reply.error(Errno::ENOSYS);
         }
         if is_private_xattr(name.as_bytes()) {
             return reply.error(Errno::EPERM);
@@ -2094,7 +2095,8 @@ impl Filesystem for Overlay {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         if self.o.noxattrs {
-            return reply.error(Errno::ENOTSUP);
+            // ENOSYS: the kernel stops asking (no GETXATTR round trips before writes).
+            return reply.error(Errno::ENOSYS);
         }
         if is_private_xattr(name.as_bytes()) {
             return reply.error(Errno::ENODATA);
@@ -2113,7 +2115,8 @@ impl Filesystem for Overlay {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         if self.o.noxattrs {
-            return reply.error(Errno::ENOTSUP);
+            // ENOSYS: the kernel stops asking (no GETXATTR round trips before writes).
+            return reply.error(Errno::ENOSYS);
         }
         let r = (|| {
             let (abs, _) = self.xattr_target(ino.0)?;
@@ -2140,7 +2143,8 @@ impl Filesystem for Overlay {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         if self.o.noxattrs {
-            return reply.error(Errno::ENOTSUP);
+            // ENOSYS: the kernel stops asking (no GETXATTR round trips before writes).
+            return reply.error(Errno::ENOSYS);
         }
         if is_private_xattr(name.as_bytes()) {
             return reply.error(Errno::ENODATA);
