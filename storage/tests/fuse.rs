@@ -76,15 +76,23 @@ impl Fuse {
     }
 
     /// Unmounts and waits for the daemon to exit; returns whether it exited successfully.
+    /// A mount namespace created meanwhile (by a concurrent test's `unshare -m`) holds a copy
+    /// of the mount and keeps the connection alive; then SIGTERM ends it, as an engine would.
     fn stop(mut self) -> bool {
         lazy_unmount(&self.mnt);
         let mut c = self.child.take().unwrap();
         let t0 = Instant::now();
+        let mut termed = false;
         loop {
             if let Some(st) = c.try_wait().unwrap() {
                 return st.success();
             }
-            if t0.elapsed() > Duration::from_secs(5) {
+            if !termed && t0.elapsed() > Duration::from_secs(3) {
+                let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                termed = true;
+            }
+            if t0.elapsed() > Duration::from_secs(8) {
                 let _ = c.kill();
                 let _ = c.wait();
                 return false;
