@@ -119,6 +119,25 @@ struct Tree {
     t: tempfile::TempDir,
 }
 
+impl Drop for Tree {
+    /// Unmounts and ends daemons that went to the background (their command line names this
+    /// tree), also when a copy of the mount in another namespace keeps them alive.
+    fn drop(&mut self) {
+        for d in ["m", "fs"] {
+            lazy_unmount(&self.p(d));
+        }
+        let me = self.t.path().to_string_lossy().into_owned();
+        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(cmd) = fs::read(e.path().join("cmdline")) else { continue };
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.contains("fuse-overlay") && cmd.contains(&me) && pid != std::process::id() as i32 {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 impl Tree {
     fn new() -> Tree {
         let t = tempfile::Builder::new().prefix("fuse-test-").tempdir().unwrap();
