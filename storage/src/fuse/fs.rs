@@ -336,9 +336,9 @@ fn no_ent(e: &io::Error) -> bool {
 
 fn systime(sec: i64, nsec: i64) -> SystemTime {
     if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec.clamp(0, 999_999_999) as u32)
+        UNIX_EPOCH.checked_add(Duration::new(sec as u64, nsec.clamp(0, 999_999_999) as u32)).unwrap_or(UNIX_EPOCH)
     } else {
-        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs())
+        UNIX_EPOCH.checked_sub(Duration::from_secs(sec.unsigned_abs())).unwrap_or(UNIX_EPOCH)
     }
 }
 
@@ -2051,7 +2051,8 @@ impl Filesystem for Overlay {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match sys::fstatvfs(self.layers[0].fd()) {
             Ok(s) => {
-                let namemax = if self.mknod_wh.load(Ordering::Relaxed) { s.f_namemax } else { s.f_namemax - 4 };
+                let namemax =
+                    if self.mknod_wh.load(Ordering::Relaxed) { s.f_namemax } else { s.f_namemax.saturating_sub(4) };
                 reply.statfs(
                     s.f_blocks,
                     s.f_bfree,

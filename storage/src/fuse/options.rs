@@ -322,9 +322,8 @@ pub fn parse(args: &[String], cwd: &Path) -> Result<Command, OptError> {
             "volatile" => o.fsync = false,
             "writeback" => o.writeback = parse_bool(k, v)?,
             "timeout" => {
-                o.timeout = Duration::from_secs_f64(
-                    need(v)?.parse::<f64>().map_err(|_| usage("invalid value for timeout"))?.max(0.0),
-                )
+                let secs = need(v)?.parse::<f64>().map_err(|_| usage("invalid value for timeout"))?;
+                o.timeout = Duration::try_from_secs_f64(secs).map_err(|_| usage("invalid value for timeout"))?;
             }
             "debug" => {
                 o.debug = true;
@@ -436,6 +435,8 @@ mod tests {
         let e = parse(&args(&["-o", "lowerdir=nope", "m"]), t.path()).unwrap_err();
         assert!(e.to_string().starts_with("cannot access lowerdir nope"), "{e}");
         assert!(parse(&args(&["-o", "lowerdir=l1,xattr_permissions=3", "m"]), t.path()).is_err());
+        assert!(parse(&args(&["-o", "lowerdir=l1,timeout=1e400", "m"]), t.path()).is_err());
+        assert!(parse(&args(&["-o", "lowerdir=l1,timeout=-1", "m"]), t.path()).is_err());
         let Command::Mount(o) =
             parse(&args(&["-o", "lowerdir=l1", "-o", "squash_to_uid=5,volatile,static_nlink", "m"]), t.path()).unwrap()
         else {
