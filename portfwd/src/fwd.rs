@@ -31,7 +31,7 @@ use crate::sys;
 const PIPE_SIZE: usize = 1 << 20;
 const BIG_PIPE_CONNS: usize = 8;
 const UDP_FWD_IDLE: Duration = Duration::from_secs(60);
-/// Most concurrent forwarded TCP connections.
+/// Most concurrent forwarded TCP connections (and UDP clients).
 const MAX_CONNS: usize = 4096;
 
 enum Sock {
@@ -397,6 +397,9 @@ impl Engine {
             let c = match e.clients.get(&from) {
                 Some(&c) => c,
                 None => {
+                    if self.fwd.udpns.len() >= MAX_CONNS {
+                        continue; // bounded: drop datagrams of new clients until some expire
+                    }
                     let Ok(fd) = self.helper.socket(false, &guest.ip()) else { return };
                     if sys::connect(fd.as_raw_fd(), &guest).is_err() {
                         continue;
