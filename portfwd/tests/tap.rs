@@ -282,3 +282,56 @@ fn unreachable_destinations_get_icmp_errors() {
     // TCP to a closed port: reset (connection refused)
     assert_eq!(python_in(&ns, &probe, &["tcp", "10.0.2.2", "9", "x"]), "refused");
 }
+
+#[test]
+fn outbound_nat_to_another_host_with_outbound_addr_and_ping() {
+    if !can_run("outbound_nat_to_another_host_with_outbound_addr_and_ping", &["ip", "python3", "busybox"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    let probe = probe(&dir);
+    let ns = Netns::new(&p);
+    // portfwd's "host" and a "remote" machine behind it, linked by a veth pair
+    let host = Netns::new(&format!("{p}h"));
+    let remote = Netns::new(&format!("{p}r"));
+    let sh = |args: &str| {
+        let ok = Command::new("sh").args(["-c", args]).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "{args}");
+    };
+    let (h, r) = (&host.0, &remote.0);
+    sh(&format!("ip link add {p}a netns {h} type veth peer name {p}b netns {r}"));
+    sh(&format!("ip -n {h} addr add 10.77.0.1/24 dev {p}a && ip -n {h} addr add 10.77.0.5/24 dev {p}a"));
+    sh(&format!("ip -n {h} link set {p}a up && ip -n {h} link set lo up"));
+    sh(&format!("ip -n {r} addr add 10.77.0.2/24 dev {p}b && ip -n {r} link set {p}b up && ip -n {r} link set lo up"));
+    // unprivileged ICMP sockets allowed in portfwd's namespace (a per-namespace setting)
+    sh(&format!("ip netns exec {h} sysctl -qw net.ipv4.ping_group_range='0 2147483647'"));
+    // the remote server answers with the address it sees
+    let mut srv = {
+        let mut c = remote.cmd("python3");
+        c.args([
+            "-c",
+            "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('10.77.0.2', 8000)); s.listen(8); print('listening', flush=True)\nwhile True:\n  c, a = s.accept(); c.recv(100); c.sendall(a[0].encode()); c.close()",
+        ]);
+        c.stdout(std::process::Stdio::piped());
+        spawn(c)
+    };
+    let mut line = String::new();
+    use std::io::BufRead;
+    let _ = std::io::BufReader::new(srv.0.stdout.take().expect("stdout")).read_line(&mut line);
+    let pf = Portfwd::start(
+        &["ip", "netns", "exec", h],
+        &["-c", "--outbound-addr=10.77.0.5", "--netns-type=path", &ns.path(), "tap0"],
+        &dir.join("pf.log"),
+    )
+    .expect("start");
+    let got = python_in(&ns, &probe, &["tcp", "10.77.0.2", "8000", "x"]);
+    assert_eq!(got, "10.77.0.5", "{}", pf.log_text());
+    // ping of a remote address goes out through an ICMP datagram socket
+    let ping = out({
+        let mut c = ns.cmd("busybox");
+        c.args(["ping", "-c", "2", "-W", "2", "10.77.0.2"]);
+        c
+    });
+    assert!(ping.contains("2 packets received"), "{ping}\n{}", pf.log_text());
+}
