@@ -205,7 +205,7 @@ fn a_flooding_guest_does_not_wedge_portfwd() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let _ = flood.0.wait();
-    assert!(worst < std::time::Duration::from_millis(500), "API took {worst:?} under flood");
+    assert!(worst < std::time::Duration::from_millis(1000), "API took {worst:?} under flood");
     let rss = rss_kib(pf.proc.pid());
     assert!(rss < 256 * 1024, "RSS {rss} KiB");
     // and the guest's traffic still flows afterwards
