@@ -17,6 +17,8 @@
 //!   (cidr+3, fd00::3) port 53 goes to the upstream resolver (resolv.conf or
 //!   `--dns-upstream`); other addresses of the guest network are refused; everything else is
 //!   connected as is, from `--outbound-addr(6)` when given.
+//! * IPv6 router solicitations get a router advertisement (fd00::/64 for SLAAC, router
+//!   fe80::2, MTU, RDNSS fd00::3); other neighbour discovery is smoltcp's.
 //! * ICMP echo to the gateway/DNS addresses is answered locally; to other addresses it goes
 //!   through an unprivileged ICMP datagram socket when `net.ipv4.ping_group_range` allows it,
 //!   and is dropped otherwise (logged once).
@@ -248,6 +250,8 @@ pub struct Engine {
     pub fwd: Forwards,
     pub api: Option<std::os::unix::net::UnixListener>,
     tap_readable: bool,
+    /// the frame being built is neighbour discovery (hop limit 255)
+    ndp_hop: bool,
     icmp_denied_logged: bool,
     start: Instant,
     last_sweep: Instant,
@@ -350,6 +354,7 @@ impl Engine {
             fwd: Forwards::default(),
             api,
             tap_readable: true,
+            ndp_hop: false,
             icmp_denied_logged: false,
             start,
             last_sweep: start,
@@ -558,6 +563,10 @@ impl Engine {
                 }
                 let (ty, ident, seq) = (l4[0], u16::from_be_bytes([l4[4], l4[5]]), u16::from_be_bytes([l4[6], l4[7]]));
                 let echo = if v6 { ty == 128 } else { ty == 8 };
+                if v6 && ty == 133 {
+                    self.router_advert(src);
+                    return false;
+                }
                 if !echo {
                     return v6; // NDP and friends go to smoltcp
                 }
@@ -1027,6 +1036,58 @@ impl Engine {
         });
     }
 
+    /// Answers a router solicitation: the guest learns fd00::/64 (SLAAC), the default router
+    /// fe80::2, the MTU and the DNS server (RDNSS), as from slirp4netns.
+    fn router_advert(&mut self, to: IpAddr) {
+        let IpAddr::V6(to6) = to else { return };
+        let dst = if to6.is_unspecified() { Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1) } else { to6 };
+        let n = self.cfg.net.clone();
+        let mtu = self.cfg.mtu;
+        let mac = self.our_mac.0;
+        let len = 16 + 8 + 8 + 32 + 24;
+        let hdr = 14 + 40;
+        {
+            let b = &mut self.out[hdr..hdr + len];
+            b.fill(0);
+            b[0] = 134; // router advertisement
+            b[4] = 64; // cur hop limit
+            b[6..8].copy_from_slice(&1800u16.to_be_bytes()); // router lifetime
+            let o = &mut b[16..];
+            // source link-layer address
+            o[0] = 1;
+            o[1] = 1;
+            o[2..8].copy_from_slice(&mac);
+            // MTU
+            o[8] = 5;
+            o[9] = 1;
+            o[12..16].copy_from_slice(&mtu.to_be_bytes());
+            // prefix information: on-link, autonomous
+            let pi = &mut o[16..48];
+            pi[0] = 3;
+            pi[1] = 4;
+            pi[2] = 64;
+            pi[3] = 0xc0;
+            pi[4..8].copy_from_slice(&86400u32.to_be_bytes());
+            pi[8..12].copy_from_slice(&14400u32.to_be_bytes());
+            pi[16..32].copy_from_slice(&n.network6.octets());
+            // recursive DNS server
+            let r = &mut o[48..72];
+            r[0] = 25;
+            r[1] = 3;
+            r[4..8].copy_from_slice(&1800u32.to_be_bytes());
+            r[8..24].copy_from_slice(&n.dns6.octets());
+        }
+        self.ndp_hop = true;
+        self.emit_l4(
+            IpProtocol::Icmpv6,
+            SocketAddr::new(IpAddr::V6(n.router6_ll), 0),
+            SocketAddr::new(IpAddr::V6(dst), 0),
+            len,
+            |_| {},
+        );
+        self.ndp_hop = false;
+    }
+
     /// Answers an echo request to one of our own addresses.
     #[allow(clippy::too_many_arguments)]
     fn echo_reply_local(
@@ -1095,7 +1156,7 @@ impl Engine {
                     ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
                     ip[4..6].copy_from_slice(&(l4len as u16).to_be_bytes());
                     ip[6] = u8::from(proto);
-                    ip[7] = 64;
+                    ip[7] = if proto == IpProtocol::Icmpv6 && self.ndp_hop { 255 } else { 64 };
                     ip[8..24].copy_from_slice(&s.octets());
                     ip[24..40].copy_from_slice(&d.octets());
                 }

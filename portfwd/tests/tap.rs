@@ -148,6 +148,23 @@ fn ipv6_and_cidr() {
         c
     });
     assert!(a.contains("10.11.0.100/16") && a.contains("fd00::100/64"), "{a}");
+    // router advertisements: a SLAAC address and a default route via fe80::2, as slirp4netns
+    let mut seen = String::new();
+    let slaac = wait_for(8, || {
+        seen = out({
+            let mut c = ns.cmd("ip");
+            c.args(["-6", "route"]);
+            c
+        });
+        seen.contains("default via fe80::2") && seen.contains("proto ra")
+    });
+    assert!(slaac, "{seen}");
+    let a6 = out({
+        let mut c = ns.cmd("ip");
+        c.args(["-6", "-o", "addr", "show", "tap0"]);
+        c
+    });
+    assert!(a6.lines().any(|l| l.contains("fd00::") && l.contains("dynamic")), "{a6}");
     let t6 = tcp_echo("[::1]:0");
     let got = python_in(&ns, &probe, &["tcp", "fd00::2", &t6.port().to_string(), "six"]);
     assert_eq!(got, "host:six", "{}", pf.log_text());
