@@ -197,6 +197,16 @@ fn a_thousand_concurrent_connections() {
     let t = tcp_echo_plain("127.0.0.1:0");
     let got = python_in(&ns, &probe, &["many", "10.0.2.2", &t.port().to_string(), "1000"]);
     assert_eq!(got, "ok 1000", "{}", pf.log_text());
+    // memory stays bounded (buffers are touched only as far as data went)
+    let st = std::fs::read_to_string(format!("/proc/{}/status", pf.proc.pid())).unwrap_or_default();
+    let rss: u64 = st
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    eprintln!("portfwd RSS after 1000 connections: {rss} KiB");
+    assert!(rss > 0 && rss < 256 * 1024, "RSS {rss} KiB");
 }
 
 /// Echo server answering exactly what it got (for `many`).
