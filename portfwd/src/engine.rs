@@ -571,7 +571,8 @@ impl Engine {
                     return v6; // NDP and friends go to smoltcp
                 }
                 let kind = if v6 { UdpKind::Icmp6 } else { UdpKind::Icmp4 };
-                let g = SocketAddr::new(src, 0);
+                // one flow per echo identifier (the "port" of ICMP echo)
+                let g = SocketAddr::new(src, ident);
                 let d = SocketAddr::new(dst, 0);
                 if self.is_local(dst) {
                     self.echo_reply_local(kind, g, d, ident, seq, i, off + 8, l4len - 8);
