@@ -115,6 +115,8 @@ for ((r = 1; r <= RUNS; r++)); do
     cat "$L/big-copyup" >/dev/null; sync
     t0=$(us); dd if=/dev/zero of="$M/big-copyup" bs=1 count=1 conv=notrunc status=none; t1=$(us); cu=$(secs "$t0" "$t1")
     [ -f "$U/big-copyup" ] || log "WARN: $n: no copy-up happened"
+    [ "$(head -c 1 "$L/big-copyup" | od -An -tx1)" = "$(head -c 1 "$MASTER/big-copyup" | od -An -tx1)" ] \
+      || log "ERROR: $n wrote to the lower layer"
     log "$n run $r: untar ${untar}s walk($cnt) cold ${wc}s warm ${ww}s read cold ${rc} warm ${rw} MiB/s fio ${fio_iops} IOPS copy-up ${cu}s"
     R[$fs,untar]+=" $untar"; R[$fs,walkc]+=" $wc"; R[$fs,walkw]+=" $ww"; R[$fs,readc]+=" $rc"
     R[$fs,readw]+=" $rw"; R[$fs,fio]+=" $fio_iops"; R[$fs,copyup]+=" $cu"
