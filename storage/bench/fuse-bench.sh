@@ -114,6 +114,7 @@ for ((r = 1; r <= RUNS; r++)); do
     rm -f "$M/fio.dat"
     cat "$L/big-copyup" >/dev/null; sync
     t0=$(us); dd if=/dev/zero of="$M/big-copyup" bs=1 count=1 conv=notrunc status=none; t1=$(us); cu=$(secs "$t0" "$t1")
+    mountpoint -q "$M" || log "WARN: $n: $M is no longer mounted (daemon gone?)"
     [ -f "$U/big-copyup" ] || log "WARN: $n: no copy-up happened"
     [ "$(head -c 1 "$L/big-copyup" | od -An -tx1)" = "$(head -c 1 "$MASTER/big-copyup" | od -An -tx1)" ] \
       || log "ERROR: $n wrote to the lower layer"
