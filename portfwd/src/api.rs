@@ -90,16 +90,10 @@ pub fn parse(buf: &[u8]) -> Result<Request, &'static str> {
     }
 }
 
-/// `{"error":{"desc":...}}`, with an optional detail for humans.
-pub fn error_reply(desc: &str, detail: Option<&str>) -> String {
-    let mut m = serde_json::Map::new();
-    m.insert("desc".into(), Value::String(desc.into()));
-    if let Some(d) = detail {
-        m.insert("detail".into(), Value::String(d.into()));
-    }
-    let mut o = serde_json::Map::new();
-    o.insert("error".into(), Value::Object(m));
-    Value::Object(o).to_string()
+/// `{"error":{"desc":...}}` and nothing else (the contract: no other keys). Details such as
+/// the OS error belong in the `desc` text.
+pub fn error_reply(desc: &str) -> String {
+    serde_json::json!({ "error": { "desc": desc } }).to_string()
 }
 
 /// `{"return":{"id":N}}`.
@@ -193,9 +187,7 @@ mod tests {
             list_reply(&[e]),
             r#"{"entries":[{"id":1,"proto":"tcp","host_addr":"0.0.0.0","host_port":18080,"guest_addr":"10.0.2.100","guest_port":80}]}"#
         );
-        assert_eq!(
-            error_reply("bad request: unknown execute", None),
-            r#"{"error":{"desc":"bad request: unknown execute"}}"#
-        );
+        assert_eq!(error_reply("bad request: unknown execute"), r#"{"error":{"desc":"bad request: unknown execute"}}"#);
+        assert_eq!(error_reply("a \"b\""), r#"{"error":{"desc":"a \"b\""}}"#);
     }
 }

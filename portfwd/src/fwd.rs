@@ -156,7 +156,7 @@ fn bind_udp(a: &SocketAddr) -> io::Result<UdpSocket> {
 }
 
 impl Engine {
-    /// Adds a forward; the error text says why (for logs and the API's detail).
+    /// Adds a forward; the error text says why (for logs and the API's error desc).
     pub fn add_forward(&mut self, proto: Proto, host: SocketAddr, guest: SocketAddr) -> Result<u64, String> {
         let sock = match proto {
             Proto::Tcp => Sock::Tcp(listen_tcp(&host).map_err(|e| format!("listen tcp {host}: {e}"))?),
@@ -212,13 +212,13 @@ impl Engine {
     /// Applies one API request and returns the reply.
     pub fn api_request(&mut self, buf: &[u8]) -> String {
         match api::parse(buf) {
-            Err(desc) => api::error_reply(desc, None),
+            Err(desc) => api::error_reply(desc),
             Ok(Request::List) => api::list_reply(&self.list_forwards()),
             Ok(Request::Remove { id }) => {
                 if self.remove_forward(id) {
                     api::remove_reply()
                 } else {
-                    api::error_reply("bad request: remove_hostfwd: bad arguments.id", None)
+                    api::error_reply("bad request: remove_hostfwd: bad arguments.id")
                 }
             }
             Ok(Request::Add { proto, host, guest_addr, guest_port }) => {
@@ -227,7 +227,9 @@ impl Engine {
                     Ok(id) => api::add_reply(id),
                     Err(detail) => {
                         tracing::warn!("add_hostfwd: {detail}");
-                        api::error_reply("bad request: add_hostfwd: slirp_add_hostfwd failed", Some(&detail))
+                        // slirp4netns's text, with the reason appended (no extra key: the
+                        // contract's error object holds only `desc`)
+                        api::error_reply(&format!("bad request: add_hostfwd: slirp_add_hostfwd failed: {detail}"))
                     }
                 }
             }
