@@ -82,6 +82,7 @@ pub const K_FWD_LISTEN: usize = 8;
 pub const K_FWD_CONN_A: usize = 10;
 pub const K_FWD_CONN_B: usize = 11;
 pub const K_FWD_UDPNS: usize = 12;
+pub const K_API_CONN: usize = 13;
 
 pub fn tok(kind: usize, idx: usize) -> Token {
     Token((kind << 32) | idx)
@@ -423,6 +424,7 @@ impl Engine {
                 match kind {
                     K_TAP => self.tap_readable = true,
                     K_API => self.api_accept(),
+                    K_API_CONN => self.api_conn_event(idx),
                     K_EXIT => {
                         eprintln!("exitfd event");
                         self.exit = Some(Exit::ExitFd);

@@ -8,6 +8,11 @@
 //! own namespace socket connected to the guest port, and replies go back with `sendto` from
 //! the host socket; idle UDP clients expire after 60 s. The guest sees forwarded connections
 //! coming from its own address (as with podman's rootlessport).
+//!
+//! API connections are non-blocking and served by the same loop: one `read` of the request
+//! (as slirp4netns does), the reply, then the client's remaining input is discarded until it
+//! closes. A silent or slow client therefore never holds up the network (slirp4netns pauses
+//! its stack while it handles a request); such connections are closed after 10 s.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -21,7 +26,7 @@ use mio::Interest;
 
 use crate::api::{self, Entry, Request};
 use crate::cli::Proto;
-use crate::engine::{tok, Engine, K_FWD_CONN_A, K_FWD_CONN_B, K_FWD_LISTEN, K_FWD_UDPNS};
+use crate::engine::{tok, Engine, K_API_CONN, K_FWD_CONN_A, K_FWD_CONN_B, K_FWD_LISTEN, K_FWD_UDPNS};
 use crate::slab::Slab;
 use crate::sys;
 
@@ -115,6 +120,20 @@ struct SpliceConn {
     ba: Dir,
 }
 
+/// An accepted API connection.
+struct ApiConn {
+    s: mio::net::UnixStream,
+    /// the reply not yet written
+    out: Vec<u8>,
+    replied: bool,
+    since: Instant,
+}
+
+/// Most API connections open at once (further ones are closed at once).
+const MAX_API_CONNS: usize = 64;
+/// An API connection is closed after this long, whatever its state.
+const API_IDLE: Duration = Duration::from_secs(10);
+
 struct UdpNs {
     entry: usize,
     client: SocketAddr,
@@ -129,6 +148,8 @@ pub struct Forwards {
     next_id: u64,
     conns: Slab<SpliceConn>,
     udpns: Slab<UdpNs>,
+    /// accepted API connections (request not yet read, or reply not yet drained)
+    api_conns: Slab<ApiConn>,
     /// empty pipes of finished connections, reused (saves two pipe2 + fcntl per direction)
     pipes: Vec<Dir>,
 }
@@ -236,46 +257,87 @@ impl Engine {
         }
     }
 
-    /// Serves pending API connections (one request each).
+    /// Accepts pending API connections. Each is non-blocking and served by the loop
+    /// ([`Engine::api_conn_event`]), so a slow or silent client never stalls the network.
     pub fn api_accept(&mut self) {
         loop {
             let Some(l) = self.api.as_ref() else { return };
-            let (mut s, _) = match l.accept() {
-                Ok(x) => x,
+            let s = match l.accept() {
+                Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return,
             };
-            let _ = s.set_nonblocking(false);
-            let _ = s.set_read_timeout(Some(Duration::from_millis(1000)));
-            let _ = s.set_write_timeout(Some(Duration::from_millis(1000)));
-            let mut buf = [0u8; api::MAX_REQUEST + 1];
-            let mut n = 0;
-            while n < buf.len() {
-                match s.read(&mut buf[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => {
-                        n += k;
-                        // a complete JSON value need not wait for the client's shutdown
-                        if serde_json::from_slice::<serde_json::Value>(&buf[..n]).is_ok() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
+            if self.fwd.api_conns.len() >= MAX_API_CONNS || s.set_nonblocking(true).is_err() {
+                tracing::warn!("too many pending API connections; closing a new one");
+                continue;
             }
+            let idx = self.fwd.api_conns.insert(ApiConn {
+                s: mio::net::UnixStream::from_std(s),
+                out: Vec::new(),
+                replied: false,
+                since: Instant::now(),
+            });
+            let Some(c) = self.fwd.api_conns.get_mut(idx) else { return };
+            if self
+                .poll
+                .registry()
+                .register(&mut c.s, tok(K_API_CONN, idx), Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                self.fwd.api_conns.remove(idx);
+                continue;
+            }
+            self.api_conn_event(idx);
+        }
+    }
+
+    /// An API connection is ready: a single read of the request (as slirp4netns does), the
+    /// reply, then the rest of the input is discarded until the client closes (so that
+    /// closing never resets the connection before the client has read the reply).
+    pub fn api_conn_event(&mut self, idx: usize) {
+        let mut buf = [0u8; api::MAX_REQUEST + 1];
+        let Some(c) = self.fwd.api_conns.get_mut(idx) else { return };
+        if !c.replied {
+            let n = loop {
+                match c.s.read(&mut buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(_) => return self.api_close(idx),
+                }
+            };
             eprintln!("api_handler: got request: {}", String::from_utf8_lossy(&buf[..n]).trim_end());
             let reply = self.api_request(&buf[..n]);
-            let _ = s.write_all(reply.as_bytes());
-            let _ = s.shutdown(Shutdown::Write);
-            // swallow what is left of an oversized request, so that closing does not reset
-            // the connection before the client has read the reply
-            let _ = s.set_nonblocking(true);
-            for _ in 0..16 {
-                if !matches!(s.read(&mut buf), Ok(k) if k > 0) {
-                    break;
+            let Some(c) = self.fwd.api_conns.get_mut(idx) else { return };
+            c.out = reply.into_bytes();
+            c.replied = true;
+        }
+        let Some(c) = self.fwd.api_conns.get_mut(idx) else { return };
+        while !c.out.is_empty() {
+            match c.s.write(&c.out) {
+                Ok(n) => {
+                    c.out.drain(..n);
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return self.api_close(idx),
             }
+        }
+        let _ = c.s.shutdown(Shutdown::Write);
+        loop {
+            match c.s.read(&mut buf) {
+                Ok(0) => return self.api_close(idx),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return self.api_close(idx),
+            }
+        }
+    }
+
+    fn api_close(&mut self, idx: usize) {
+        if let Some(mut c) = self.fwd.api_conns.remove(idx) {
+            let _ = self.poll.registry().deregister(&mut c.s);
         }
     }
 
@@ -444,6 +506,11 @@ impl Engine {
 
     pub fn fwd_sweep(&mut self) {
         let now = Instant::now();
+        let stale: Vec<usize> =
+            self.fwd.api_conns.iter().filter(|(_, c)| now.duration_since(c.since) > API_IDLE).map(|(i, _)| i).collect();
+        for i in stale {
+            self.api_close(i);
+        }
         let old: Vec<usize> =
             self.fwd.udpns.iter().filter(|(_, u)| now.duration_since(u.last) > UDP_FWD_IDLE).map(|(i, _)| i).collect();
         for c in old {

@@ -164,6 +164,55 @@ fn publish_at_start_and_busy_port() {
     assert_eq!(String::from_utf8_lossy(&big.stdout).trim(), (64 * 65536 + 6).to_string());
 }
 
+#[test]
+fn a_silent_or_slow_api_client_does_not_stall_the_network() {
+    if !can_run("a_silent_or_slow_api_client_does_not_stall_the_network", &["ip", "python3", "timeout"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    let probe = probe(&dir);
+    let ns = Netns::new(&p);
+    let sock = dir.join("api.sock");
+    let pf = Portfwd::start(
+        &[],
+        &["-c", "--api-socket", &sock, "--netns-type=path", &ns.path(), "tap0"],
+        &dir.join("pf.log"),
+    )
+    .expect("start");
+    let t = tcp_echo("127.0.0.1:0");
+    // one client connects and says nothing; another sends one byte every 200 ms
+    let _silent = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dribbler = {
+        let stop = stop.clone();
+        let mut d = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+        std::thread::spawn(move || {
+            use std::io::Write;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if d.write_all(b" ").is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // TCP through the TAP keeps flowing, promptly
+    let started = std::time::Instant::now();
+    for i in 0..3 {
+        let mut c = ns.cmd("timeout");
+        c.args(["10", "python3", &probe, "tcp", "10.0.2.2", &t.port().to_string(), &format!("m{i}")]);
+        assert_eq!(out(c), format!("host:m{i}"), "{}", pf.log_text());
+    }
+    let took = started.elapsed();
+    // and the API still answers
+    assert_eq!(api(&sock, r#"{"execute":"list_hostfwd"}"#), r#"{"entries":[]}"#);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = dribbler.join();
+    assert!(took < std::time::Duration::from_secs(3), "3 connections took {took:?}");
+}
+
 fn rss_kib(pid: i32) -> u64 {
     let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     st.lines()
