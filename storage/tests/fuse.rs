@@ -51,7 +51,17 @@ impl Fuse {
     }
 
     fn start_env(opts: &str, mnt: &Path, env: &[(&str, &str)]) -> Fuse {
-        let mut cmd = Command::new(BIN);
+        Self::start_with(Command::new(BIN), opts, mnt, env)
+    }
+
+    /// Starts the daemon with umask 077 (it must not mask the modes callers ask for).
+    fn start_umask077(opts: &str, mnt: &Path) -> Fuse {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "umask 077; exec \"$0\" \"$@\"", BIN]);
+        Self::start_with(cmd, opts, mnt, &[])
+    }
+
+    fn start_with(mut cmd: Command, opts: &str, mnt: &Path, env: &[(&str, &str)]) -> Fuse {
         cmd.arg("-f").arg("-o").arg(opts).arg(mnt).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
@@ -669,4 +679,32 @@ fn rootless_user_namespace_and_fusermount() {
     assert!(so.contains("lower"), "{so}");
     assert_eq!(fs::read_to_string(t.p("u2/viafm")).unwrap(), "hi\n");
     assert_eq!(fs::metadata(t.p("u2/viafm")).unwrap().uid(), 1001);
+}
+
+/// Runs a shell script (as root) and returns its stdout; panics on failure.
+fn sh(script: &str) -> String {
+    let out = Command::new("sh").args(["-euc", script]).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn modes_are_not_masked_by_the_daemon() {
+    if !require_root("modes_are_not_masked_by_the_daemon") {
+        return;
+    }
+    let t = Tree::new();
+    let m = t.p("m");
+    let fuse = Fuse::start_umask077(&t.opts(), &m);
+    let md = m.display();
+    let out = sh(&format!(
+        "umask 0; mkdir -m 0777 {md}/d; : > {md}/f; mkfifo -m 0666 {md}/p; mkdir {md}/d/sub
+         stat -c '%n %a' {md}/d {md}/f {md}/p {md}/d/sub
+         umask 027; mkdir {md}/d2; : > {md}/f2; stat -c '%n %a' {md}/d2 {md}/f2"
+    ));
+    for (n, mode) in [("d", "777"), ("f", "666"), ("p", "666"), ("d/sub", "777"), ("d2", "750"), ("f2", "640")] {
+        assert!(out.contains(&format!("{md}/{n} {mode}\n")), "{n} should be {mode}: {out}");
+        assert_eq!(format!("{:o}", fs::symlink_metadata(t.p("u").join(n)).unwrap().mode() & 0o7777), mode);
+    }
+    drop(fuse);
 }

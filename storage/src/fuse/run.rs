@@ -160,6 +160,8 @@ pub fn run(o: Options) -> Result<(), RunError> {
     if let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
         let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
     }
+    // Modes from the kernel already carry the caller's umask: ours must not mask them again.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let mountpoint = o.mountpoint.clone();
     let foreground = o.foreground;
     let debug = o.debug;
