@@ -70,6 +70,28 @@ static ACK_DELAY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 const UDP_IDLE: Duration = Duration::from_secs(60);
 const DNS_IDLE: Duration = Duration::from_secs(10);
 
+/// Idle timeouts of (UDP, DNS) flows; env PORTFWD_UDP_TIMEOUT_MS overrides both (tests).
+pub(crate) fn udp_idle() -> (Duration, Duration) {
+    static T: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    let t = *T.get_or_init(|| {
+        std::env::var("PORTFWD_UDP_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis)
+    });
+    match t {
+        Some(t) => (t, t),
+        None => (UDP_IDLE, DNS_IDLE),
+    }
+}
+
+/// How often idle flows are swept: every second, or more often with a short UDP timeout.
+fn sweep_every() -> Duration {
+    let (u, d) = udp_idle();
+    u.min(d).min(Duration::from_secs(1))
+}
+
 /// Token kinds (high 32 bits of a token).
 pub const K_TAP: usize = 1;
 pub const K_API: usize = 2;
@@ -409,7 +431,7 @@ impl Engine {
             let now = self.now();
             let mut timeout =
                 self.iface.poll_delay(now, &self.sockets).map(Duration::from).unwrap_or(Duration::from_secs(1));
-            timeout = timeout.min(Duration::from_secs(1));
+            timeout = timeout.min(sweep_every());
             if self.tap_readable {
                 timeout = Duration::ZERO;
             }
@@ -464,7 +486,7 @@ impl Engine {
                 let now = self.now();
                 self.iface.poll(now, &mut self.tap, &mut self.sockets);
             }
-            if self.last_sweep.elapsed() >= Duration::from_secs(1) {
+            if self.last_sweep.elapsed() >= sweep_every() {
                 self.sweep_udp();
                 self.fwd_sweep();
                 self.last_sweep = Instant::now();
@@ -904,7 +926,8 @@ impl Engine {
         }
         // SAFETY: fd is a fresh, owned, non-blocking datagram socket.
         let sock = UdpSocket::from_std(unsafe { std::net::UdpSocket::from_raw_fd(fd.into_raw_fd()) });
-        let idle = if d.port() == 53 { DNS_IDLE } else { UDP_IDLE };
+        let (udp_idle, dns_idle) = udp_idle();
+        let idle = if d.port() == 53 { dns_idle } else { udp_idle };
         let idx = self.udp.insert(UdpFlow { kind, sock, guest: g, dst: d, last: Instant::now(), idle, ident });
         let f = self.udp.get_mut(idx)?;
         if self.poll.registry().register(&mut f.sock, tok(K_UDP, idx), Interest::READABLE).is_err() {

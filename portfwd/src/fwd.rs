@@ -6,7 +6,8 @@
 //! sockets with `splice(2)` through one pipe per direction, never through the TAP device or
 //! the userspace stack. A UDP forward is a bound host socket; each client address gets its
 //! own namespace socket connected to the guest port, and replies go back with `sendto` from
-//! the host socket; idle UDP clients expire after 60 s. The guest sees forwarded connections
+//! the host socket; idle UDP clients expire after 60 s
+//! (env PORTFWD_UDP_TIMEOUT_MS overrides). The guest sees forwarded connections
 //! coming from its own address (as with podman's rootlessport).
 //!
 //! API connections are non-blocking and served by the same loop: one `read` of the request
@@ -35,7 +36,6 @@ use crate::sys;
 /// per-user pipe budget (fs.pipe-user-pages-soft) would otherwise run out).
 const PIPE_SIZE: usize = 1 << 20;
 const BIG_PIPE_CONNS: usize = 8;
-const UDP_FWD_IDLE: Duration = Duration::from_secs(60);
 /// Most concurrent forwarded TCP connections (and UDP clients).
 const MAX_CONNS: usize = 4096;
 
@@ -511,8 +511,10 @@ impl Engine {
         for i in stale {
             self.api_close(i);
         }
+        // forwarded UDP clients expire like the guest's own UDP flows (60 s by default)
+        let fwd_idle = crate::engine::udp_idle().0;
         let old: Vec<usize> =
-            self.fwd.udpns.iter().filter(|(_, u)| now.duration_since(u.last) > UDP_FWD_IDLE).map(|(i, _)| i).collect();
+            self.fwd.udpns.iter().filter(|(_, u)| now.duration_since(u.last) > fwd_idle).map(|(i, _)| i).collect();
         for c in old {
             if let Some(mut u) = self.fwd.udpns.remove(c) {
                 let _ = self.poll.registry().deregister(&mut u.sock);

@@ -362,3 +362,39 @@ fn outbound_nat_to_another_host_with_outbound_addr_and_ping() {
     });
     assert!(ping.contains("2 packets received"), "{ping}\n{}", pf.log_text());
 }
+
+/// Open sockets of a process (its other descriptors, e.g. the ready pipe, may still close).
+fn socket_count(pid: i32) -> usize {
+    let d = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+    d.iter().filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))).count()
+}
+
+#[test]
+fn idle_udp_flows_expire_and_reopen() {
+    if !can_run("idle_udp_flows_expire_and_reopen", &["ip", "python3"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    let probe = probe(&dir);
+    let ns = Netns::new(&p);
+    let pf = Portfwd::start(
+        &["env", "PORTFWD_UDP_TIMEOUT_MS=700"],
+        &["-c", "--netns-type=path", &ns.path(), "tap0"],
+        &dir.join("pf.log"),
+    )
+    .expect("start");
+    let u = udp_echo("127.0.0.1:0");
+    let pid = pf.proc.pid();
+    let before = socket_count(pid);
+    let port = u.port().to_string();
+    // a flow opens a host socket...
+    assert_eq!(python_in(&ns, &probe, &["udp", "10.0.2.2", &port, "one"]), "host:one");
+    assert_eq!(socket_count(pid), before + 1, "flow socket open");
+    // ...closed once the flow has been idle for the timeout
+    assert!(wait_for(5, || socket_count(pid) == before), "flow socket not closed: {} sockets", socket_count(pid));
+    // a new datagram opens it again
+    assert_eq!(python_in(&ns, &probe, &["udp", "10.0.2.2", &port, "two"]), "host:two");
+    assert_eq!(socket_count(pid), before + 1, "flow socket reopened");
+    assert!(wait_for(5, || socket_count(pid) == before), "reopened flow socket not closed");
+}
