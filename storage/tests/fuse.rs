@@ -708,3 +708,36 @@ fn modes_are_not_masked_by_the_daemon() {
     }
     drop(fuse);
 }
+
+#[test]
+fn removed_open_files_keep_working() {
+    if !require_root("removed_open_files_keep_working") {
+        return;
+    }
+    let t = Tree::new();
+    fs::write(t.p("l2/low"), "lower data").unwrap();
+    let m = t.p("m");
+    let fuse = Fuse::start(&t.opts(), &m);
+    fs::write(m.join("new"), "new data").unwrap();
+    for (name, len) in [("new", 8), ("low", 10)] {
+        let mut f = fs::OpenOptions::new().read(true).write(true).open(m.join(name)).unwrap();
+        fs::remove_file(m.join(name)).unwrap();
+        assert_eq!(errno(fs::metadata(m.join(name))), libc::ENOENT);
+        let md = f.metadata().unwrap_or_else(|e| panic!("fstat of removed {name}: {e}"));
+        assert_eq!(md.len(), len);
+        f.write_all(b"0123456789abcdef").unwrap();
+        f.set_len(3).unwrap_or_else(|e| panic!("ftruncate of removed {name}: {e}"));
+        f.set_permissions(fs::Permissions::from_mode(0o600)).unwrap_or_else(|e| panic!("fchmod {name}: {e}"));
+        let when = std::time::UNIX_EPOCH + Duration::from_secs(1_400_000_000);
+        f.set_modified(when).unwrap_or_else(|e| panic!("futimens {name}: {e}"));
+        let md = f.metadata().unwrap();
+        assert_eq!((md.len(), md.mode() & 0o7777, md.mtime()), (3, 0o600, 1_400_000_000), "{name}");
+        let mut s = String::new();
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "012", "{name}");
+    }
+    assert_eq!(fs::read_to_string(t.p("l2/low")).unwrap(), "lower data", "lower untouched");
+    drop(fuse);
+}

@@ -694,6 +694,14 @@ impl Overlay {
     }
 
     fn attr(&self, id: u64, layer: usize, path: &CStr, st: &libc::stat) -> FileAttr {
+        match self.layers[layer].abs(path) {
+            Ok(abs) => self.attr_at(id, layer, XTarget::Path(&abs), st),
+            Err(_) => self.attr_at(id, layer, XTarget::Fd(-1), st),
+        }
+    }
+
+    /// [`Self::attr`] with the override xattr read from `t`.
+    fn attr_at(&self, id: u64, layer: usize, t: XTarget<'_>, st: &libc::stat) -> FileAttr {
         let mut uid = st.st_uid;
         let mut gid = st.st_gid;
         let mut perm = st.st_mode & 0o7777;
@@ -701,16 +709,14 @@ impl Overlay {
         let mut rdev = st.st_rdev;
         let l = &self.layers[layer];
         if let (Some(x), true) = (l.stat_mode.xattr(), fmt == libc::S_IFREG || fmt == libc::S_IFDIR) {
-            if let Ok(abs) = l.abs(path) {
-                if let Ok(Some(v)) = sys::getxattr_full(XTarget::Path(&abs), x) {
-                    if let Some(ov) = Override::parse(&v) {
-                        uid = ov.uid;
-                        gid = ov.gid;
-                        perm = ov.mode;
-                        if let Some((f, r)) = ov.kind {
-                            fmt = f;
-                            rdev = r;
-                        }
+            if let Ok(Some(v)) = sys::getxattr_full(t, x) {
+                if let Some(ov) = Override::parse(&v) {
+                    uid = ov.uid;
+                    gid = ov.gid;
+                    perm = ov.mode;
+                    if let Some((f, r)) = ov.kind {
+                        fmt = f;
+                        rdev = r;
                     }
                 }
             }
@@ -756,19 +762,105 @@ impl Overlay {
     }
 
     fn do_getattr(&self, id: u64, fh: Option<FileHandle>) -> Result<FileAttr, Errno> {
-        let i = self.info(id)?;
-        match sys::fstatat(self.layers[i.layer].fd(), &i.path) {
-            Ok(st) => Ok(self.attr(id, i.layer, &i.path, &st)),
-            Err(e) => {
-                if let Some(fh) = fh {
-                    if let Some(h) = rl(&self.files).get(&fh.0).cloned() {
-                        let st = sys::fstat(h.fd.as_fd()).map_err(ioerr)?;
-                        return Ok(self.attr(id, i.layer, &i.path, &st));
+        let e = match self.info(id) {
+            Ok(i) => match sys::fstatat(self.layers[i.layer].fd(), &i.path) {
+                Ok(st) => return Ok(self.attr(id, i.layer, &i.path, &st)),
+                Err(e) => ioerr(e),
+            },
+            Err(e) => e,
+        };
+        // Removed (or changed underneath) while open: the open file still answers.
+        match self.open_handle(id, fh) {
+            Some((h, layer)) => {
+                let st = sys::fstat(h.fd.as_fd()).map_err(ioerr)?;
+                Ok(self.attr_at(id, layer, XTarget::Fd(h.fd.as_raw_fd()), &st))
+            }
+            None => Err(e),
+        }
+    }
+
+    /// An open file of node `id` (handle `fh` when it is one), with the node's layer.
+    fn open_handle(&self, id: u64, fh: Option<FileHandle>) -> Option<(Arc<FileH>, usize)> {
+        let layer = rl(&self.inodes).nodes.get(&id)?.layer;
+        let files = rl(&self.files);
+        let h = fh
+            .and_then(|fh| files.get(&fh.0).filter(|h| h.node == id))
+            .or_else(|| files.values().find(|h| h.node == id))?
+            .clone();
+        Some((h, layer))
+    }
+
+    /// Whether node `id` has lost all its names (removed while open).
+    fn unlinked(&self, id: u64) -> bool {
+        id != ROOT && rl(&self.inodes).nodes.get(&id).is_none_or(|n| n.names.is_empty())
+    }
+
+    /// Setattr on a removed file through one of its open descriptors.
+    #[allow(clippy::too_many_arguments)]
+    fn setattr_open(
+        &self,
+        id: u64,
+        mode: Option<u32>,
+        owner: Option<(u32, u32)>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> Result<FileAttr, Errno> {
+        let (h, layer) = self.open_handle(id, fh).ok_or(Errno::ENOENT)?;
+        if !self.has_upper || layer != 0 {
+            // A removed lower file cannot be copied up any more.
+            return Err(Errno::EROFS);
+        }
+        let fd = h.fd.as_fd();
+        let st = sys::fstat(fd).map_err(ioerr)?;
+        let fmt = sys::fmt(&st);
+        let sm = self.layers[0].stat_mode;
+        if owner.is_some() || mode.is_some() {
+            if let (Some(x), true) = (sm.xattr(), fmt == libc::S_IFREG || fmt == libc::S_IFDIR) {
+                let t = XTarget::Fd(h.fd.as_raw_fd());
+                let cur = sys::getxattr_full(t, x).map_err(ioerr)?.and_then(|v| Override::parse(&v));
+                let mut ov =
+                    cur.unwrap_or(Override { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777, kind: None });
+                if let Some((u, g)) = owner {
+                    if u != u32::MAX {
+                        ov.uid = u;
+                    }
+                    if g != u32::MAX {
+                        ov.gid = g;
                     }
                 }
-                Err(ioerr(e))
+                if let Some(m) = mode {
+                    ov.mode = m & 0o7777;
+                }
+                let (kf, kr) = ov.kind.unwrap_or((fmt, st.st_rdev));
+                sys::setxattr(t, x, ov.format(kf, kr).as_bytes(), 0).map_err(ioerr)?;
+            } else {
+                if let Some((u, g)) = owner {
+                    match sys::fchown(fd, u, g) {
+                        Err(e) if !nix::unistd::geteuid().is_root() || self.squashing() => {
+                            tracing::debug!("chown ignored: {e}")
+                        }
+                        r => r.map_err(ioerr)?,
+                    }
+                }
+                if let Some(m) = mode {
+                    sys::fchmod(fd, m & 0o7777).map_err(ioerr)?;
+                }
             }
         }
+        if let Some(sz) = size {
+            sys::ftruncate(fd, sz).map_err(ioerr)?;
+        }
+        if atime.is_some() || mtime.is_some() {
+            sys::futimens(fd, &[timespec(atime), timespec(mtime)]).map_err(ioerr)?;
+        }
+        let st = sys::fstat(fd).map_err(ioerr)?;
+        Ok(self.attr_at(id, layer, XTarget::Fd(h.fd.as_raw_fd()), &st))
+    }
+
+    fn squashing(&self) -> bool {
+        self.o.squash_to_root || self.o.squash_uid.is_some() || self.o.squash_gid.is_some()
     }
 
     /// The merged listing of a directory (without `.` and `..`).
@@ -1465,11 +1557,7 @@ impl Overlay {
         mtime: Option<TimeOrNow>,
         fh: Option<FileHandle>,
     ) -> Result<FileAttr, Errno> {
-        self.copy_up_locked(id, size != Some(0))?;
-        let i = self.info(id)?;
-        let up = self.upper()?;
-        let abs = up.abs(&i.path).map_err(ioerr)?;
-        if uid.is_some() || gid.is_some() {
+        let owner = if uid.is_some() || gid.is_some() {
             let du = match uid {
                 Some(u) => self.o.uid_map.to_disk(u).ok_or(Errno::EINVAL)?,
                 None => u32::MAX,
@@ -1478,7 +1566,19 @@ impl Overlay {
                 Some(g) => self.o.gid_map.to_disk(g).ok_or(Errno::EINVAL)?,
                 None => u32::MAX,
             };
-            if self.o.squash_to_root || self.o.squash_uid.is_some() || self.o.squash_gid.is_some() {
+            Some((du, dg))
+        } else {
+            None
+        };
+        if self.unlinked(id) {
+            return self.setattr_open(id, mode, owner, size, atime, mtime, fh);
+        }
+        self.copy_up_locked(id, size != Some(0))?;
+        let i = self.info(id)?;
+        let up = self.upper()?;
+        let abs = up.abs(&i.path).map_err(ioerr)?;
+        if let Some((du, dg)) = owner {
+            if self.squashing() {
                 let _ = self.set_owner(up.fd(), &i.path, &abs, i.fmt, 0, Some((du, dg)), None);
             } else {
                 self.set_owner(up.fd(), &i.path, &abs, i.fmt, 0, Some((du, dg)), None).map_err(ioerr)?;

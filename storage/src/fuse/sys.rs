@@ -135,6 +135,18 @@ pub fn fchmod(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
     check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
 }
 
+/// `fchown(2)`.
+pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: plain system call on a borrowed descriptor.
+    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+}
+
+/// `futimens(2)`.
+pub fn futimens(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result<()> {
+    // SAFETY: `times` points at two timespecs.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+}
+
 /// `utimensat(2)` without following symlinks.
 pub fn utimensat(dir: BorrowedFd<'_>, path: &CStr, times: &[libc::timespec; 2]) -> io::Result<()> {
     // SAFETY: `path` is NUL-terminated and `times` points at two timespecs.
