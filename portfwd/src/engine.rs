@@ -22,6 +22,9 @@
 //! * ICMP echo to the gateway/DNS addresses is answered locally; to other addresses it goes
 //!   through an unprivileged ICMP datagram socket when `net.ipv4.ping_group_range` allows it,
 //!   and is dropped otherwise (logged once).
+//! * IPv4 fragments from the guest are reassembled first (see `reasm.rs`); the whole datagram
+//!   then takes the usual path. Datagrams towards the guest are never fragmented: a reply
+//!   larger than the MTU is cut to it.
 //! * Bounds: at most [`MAX_TCP`] TCP and [`MAX_UDP`] UDP/ICMP flows (the oldest idle UDP
 //!   flow is evicted; excess TCP SYNs are reset); TCP buffers are 4 MiB for the first
 //!   [`HUGE_BUF_FLOWS`] flows, 1 MiB up to [`BIG_BUF_FLOWS`] and 64 KiB beyond, so memory
@@ -276,6 +279,8 @@ pub struct Engine {
     /// the frame being built is neighbour discovery (hop limit 255)
     ndp_hop: bool,
     icmp_denied_logged: bool,
+    /// IPv4 fragments from the guest being reassembled
+    reasm: crate::reasm::Reassembler,
     start: Instant,
     last_sweep: Instant,
     exit: Option<Exit>,
@@ -379,6 +384,7 @@ impl Engine {
             tap_readable: true,
             ndp_hop: false,
             icmp_denied_logged: false,
+            reasm: Default::default(),
             start,
             last_sweep: start,
             exit: None,
@@ -541,7 +547,8 @@ impl Engine {
             EthernetProtocol::Ipv4 => {
                 let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return false };
                 if ip.more_frags() || ip.frag_offset() != 0 {
-                    return false;
+                    let ip_len = ip.total_len() as usize;
+                    return self.defragment(i, ip_len);
                 }
                 let hl = ip.header_len() as usize;
                 (ip.next_header(), IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()), 14 + hl, ip.payload().len())
@@ -556,6 +563,16 @@ impl Engine {
             self.guest_mac = src_mac;
         }
         self.classify_l4(i, proto, src, dst, l4_off, l4_len)
+    }
+
+    /// Frame `i` is an IPv4 fragment: keeps it, and when it completes its datagram, puts the
+    /// reassembled packet in its place and classifies that.
+    fn defragment(&mut self, i: usize, ip_len: usize) -> bool {
+        let Some(pkt) = self.reasm.add(&self.tap.rx[i][14..14 + ip_len], Instant::now()) else { return false };
+        let Some(dst) = self.tap.rx[i].get_mut(14..14 + pkt.len()) else { return false };
+        dst.copy_from_slice(&pkt);
+        self.tap.rx_len[i] = 14 + pkt.len();
+        self.classify(i)
     }
 
     fn classify_l4(&mut self, i: usize, proto: IpProtocol, src: IpAddr, dst: IpAddr, off: usize, l4len: usize) -> bool {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod engine;
 mod fwd;
 pub mod helper;
+pub mod reasm;
 pub mod sandbox;
 mod slab;
 pub mod sys;

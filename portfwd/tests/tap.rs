@@ -398,3 +398,29 @@ fn idle_udp_flows_expire_and_reopen() {
     assert_eq!(socket_count(pid), before + 1, "flow socket reopened");
     assert!(wait_for(5, || socket_count(pid) == before), "reopened flow socket not closed");
 }
+
+#[test]
+fn fragmented_udp_from_the_guest_is_reassembled() {
+    if !can_run("fragmented_udp_from_the_guest_is_reassembled", &["ip", "python3"]) {
+        return;
+    }
+    let p = prefix();
+    let dir = TempDir::new(&p);
+    let probe = probe(&dir);
+    let ns = Netns::new(&p);
+    let _pf = Portfwd::start(&[], &["-c", "--mtu=1500", "--netns-type=path", &ns.path(), "tap0"], &dir.join("pf.log"))
+        .expect("start");
+    // a host server that answers with the size of what it got
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = s.local_addr().expect("addr").port().to_string();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 65536];
+        while let Ok((n, from)) = s.recv_from(&mut b) {
+            let _ = s.send_to(format!("len:{n}").as_bytes(), from);
+        }
+    });
+    // 4000 bytes over a 1500-byte MTU: the guest's kernel sends three fragments
+    let big = "x".repeat(4000);
+    assert_eq!(python_in(&ns, &probe, &["udp", "10.0.2.2", &port, &big]), "len:4000");
+    assert_eq!(python_in(&ns, &probe, &["udp", "10.0.2.2", &port, "small"]), "len:5");
+}
