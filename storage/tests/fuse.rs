@@ -741,3 +741,101 @@ fn removed_open_files_keep_working() {
     assert_eq!(fs::read_to_string(t.p("l2/low")).unwrap(), "lower data", "lower untouched");
     drop(fuse);
 }
+
+/// Every file below `dir` (recursively) with its content, skipping symlinks.
+fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let md = fs::symlink_metadata(e.path()).unwrap();
+        if md.is_dir() {
+            out.extend(contents(&e.path()));
+        } else if md.is_file() {
+            out.push((e.path(), fs::read(e.path()).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn layer_dirs_swapped_for_symlinks_do_not_escape() {
+    if !require_root("layer_dirs_swapped_for_symlinks_do_not_escape") {
+        return;
+    }
+    for env in [&[][..], &[("FUSE_OVERLAY_NO_OPENAT2", "1")][..]] {
+        let t = Tree::new();
+        let out = t.p("outside");
+        fs::create_dir(&out).unwrap();
+        for f in ["f", "g", "secret-name"] {
+            fs::write(out.join(f), "SECRET").unwrap();
+        }
+        set_xattr(&out.join("f"), "user.secret", b"SECRET");
+        // The layers sit two levels deeper than the mount point: the relative symlinks below
+        // lead outside from a layer, and nowhere from the mount (the kernel may follow a
+        // symlink it finds in the merged view, as the caller).
+        let (l, u, w) = (t.p("x/y/l"), t.p("x/y/u"), t.p("x/y/w"));
+        for d in [&l, &u, &w] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let target = "../../../outside";
+        assert!(!t.p("m").join(target).exists());
+        fs::create_dir(l.join("d")).unwrap();
+        fs::write(l.join("d/f"), "lower f").unwrap();
+        let m = t.p("m");
+        let opts = format!("lowerdir={},upperdir={},workdir={}", l.display(), u.display(), w.display());
+        let fuse = Fuse::start_env(&opts, &m, env);
+        // The kernel learns the nodes d, d/f, e and e/g.
+        assert_eq!(fs::read_to_string(m.join("d/f")).unwrap(), "lower f");
+        fs::create_dir(m.join("e")).unwrap();
+        fs::write(m.join("e/g"), "upper g").unwrap();
+        // A lower and an upper directory become symlinks to a directory outside the layers.
+        fs::rename(l.join("d"), l.join("d.old")).unwrap();
+        std::os::unix::fs::symlink(target, l.join("d")).unwrap();
+        fs::rename(u.join("e"), u.join("e.old")).unwrap();
+        std::os::unix::fs::symlink(target, u.join("e")).unwrap();
+        assert_eq!(fs::read_to_string(l.join("d/f")).unwrap(), "SECRET", "the symlinks lead outside");
+
+        let secret = |r: std::io::Result<String>| r.map(|s| s.contains("SECRET")).unwrap_or(false);
+        assert!(!secret(fs::read_to_string(m.join("d/f"))), "lower read escaped ({env:?})");
+        assert!(!secret(fs::read_to_string(m.join("e/g"))), "upper read escaped ({env:?})");
+        assert!(!secret(fs::read_to_string(m.join("d/secret-name"))), "lookup escaped ({env:?})");
+        for d in ["d", "e"] {
+            let l: Vec<String> = fs::read_dir(m.join(d))
+                .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            assert!(!l.iter().any(|n| n == "secret-name"), "listing of {d} escaped: {l:?} ({env:?})");
+        }
+        assert_ne!(get_xattr(&m.join("d/f"), "user.secret").ok(), Some(b"SECRET".to_vec()), "xattr escaped");
+        // Changes: copy-up of the lower file, writes, creations, removals in the upper dir.
+        let _ = fs::set_permissions(m.join("d/f"), fs::Permissions::from_mode(0o600));
+        let _ = fs::OpenOptions::new().write(true).truncate(true).open(m.join("e/g")).map(|mut f| f.write_all(b"x"));
+        let _ = fs::write(m.join("e/new"), "new");
+        let _ = fs::create_dir(m.join("e/newdir"));
+        let _ = std::os::unix::fs::symlink("x", m.join("e/newlink"));
+        let _ = set_xattr_res(&m.join("e/g"), "user.planted", b"1");
+        let _ = fs::remove_file(m.join("e/f"));
+        let _ = fs::remove_file(m.join("e/secret-name"));
+        let _ = fs::rename(m.join("e/g"), m.join("e/g2"));
+        let _ = std::os::unix::fs::lchown(m.join("e/g"), Some(1234), Some(1234));
+        drop(fuse);
+
+        let want: Vec<(PathBuf, Vec<u8>)> =
+            ["f", "g", "secret-name"].iter().map(|f| (out.join(f), b"SECRET".to_vec())).collect();
+        assert_eq!(contents(&out), want, "outside directory changed ({env:?})");
+        assert_eq!(names(&out), ["f", "g", "secret-name"], "({env:?})");
+        assert!(get_xattr(&out.join("g"), "user.planted").is_err(), "xattr written outside ({env:?})");
+        let md = fs::metadata(out.join("f")).unwrap();
+        assert_eq!((md.mode() & 0o7777, md.uid()), (0o644, 0), "({env:?})");
+        assert_eq!(fs::metadata(out.join("g")).unwrap().uid(), 0, "({env:?})");
+        for (p, c) in contents(&u) {
+            assert!(!String::from_utf8_lossy(&c).contains("SECRET"), "{} copied outside data ({env:?})", p.display());
+        }
+    }
+}
+
+fn set_xattr_res(p: &Path, name: &str, v: &[u8]) -> i32 {
+    let (p, n) = (cs(p), CString::new(name).unwrap());
+    // SAFETY: NUL-terminated strings and a valid value buffer.
+    unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) }
+}

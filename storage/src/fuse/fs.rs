@@ -32,7 +32,6 @@ use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -147,7 +146,6 @@ impl Override {
 }
 
 struct Layer {
-    path: Vec<u8>,
     fd: OwnedFd,
     dev_idx: u64,
     stat_mode: StatMode,
@@ -158,16 +156,9 @@ impl Layer {
         self.fd.as_fd()
     }
 
-    fn abs(&self, rel: &CStr) -> io::Result<CString> {
-        let r = rel.to_bytes();
-        if r == b"." {
-            return sys::cstr(&self.path);
-        }
-        let mut v = Vec::with_capacity(self.path.len() + 1 + r.len());
-        v.extend_from_slice(&self.path);
-        v.push(b'/');
-        v.extend_from_slice(r);
-        sys::cstr(&v)
+    /// A path for the path-only xattr calls naming `rel` in this layer, resolved safely.
+    fn abs(&self, rel: &CStr) -> io::Result<sys::ProcPath> {
+        sys::proc_path(self.fd(), rel)
     }
 }
 
@@ -384,6 +375,9 @@ fn initial_root() -> bool {
 impl Overlay {
     /// Opens the layers and prepares the work directory.
     pub fn new(o: Options) -> io::Result<Overlay> {
+        if std::env::var_os("FUSE_OVERLAY_NO_OPENAT2").is_some() {
+            sys::disable_openat2();
+        }
         let mut dirs: Vec<(PathBuf, bool)> = Vec::new();
         if let Some(u) = &o.upperdir {
             dirs.push((u.clone(), true));
@@ -421,7 +415,7 @@ impl Overlay {
                     stat_mode = m;
                 }
             }
-            layers.push(Layer { path: p.as_os_str().as_bytes().to_vec(), fd, dev_idx, stat_mode });
+            layers.push(Layer { fd, dev_idx, stat_mode });
         }
         let mut work = None;
         let mut work_path = Vec::new();
@@ -870,16 +864,19 @@ impl Overlay {
         let mut hidden: HashSet<OsString> = HashSet::new();
         for l in i.layer..=i.bottom {
             let layer = &self.layers[l];
-            let abs = layer.abs(&i.path).map_err(ioerr)?;
-            let rd = match std::fs::read_dir(OsStr::from_bytes(abs.to_bytes())) {
-                Ok(rd) => rd,
-                Err(e) if no_ent(&e) => continue,
+            let dfd = match sys::openat(layer.fd(), &i.path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0) {
+                Ok(fd) => fd,
+                Err(e) if no_ent(&e) || e.raw_os_error() == Some(libc::ELOOP) => continue,
                 Err(e) => return Err(ioerr(e)),
             };
+            let rd = nix::dir::Dir::from_fd(dfd).map_err(|e| Errno::from_i32(e as i32))?;
             let mut new_hidden = Vec::new();
-            for e in rd.flatten() {
-                let name = e.file_name();
+            for e in rd.into_iter().flatten() {
+                let name = OsStr::from_bytes(e.file_name().to_bytes()).to_owned();
                 let b = name.as_bytes();
+                if b == b"." || b == b".." {
+                    continue;
+                }
                 if b.starts_with(WH_PREFIX) {
                     if b != OPQ_MARKER {
                         new_hidden.push(OsStr::from_bytes(&b[WH_PREFIX.len()..]).to_owned());
@@ -889,23 +886,21 @@ impl Overlay {
                 if seen.contains(&name) || hidden.contains(&name) {
                     continue;
                 }
-                let ft = e.file_type().map_err(ioerr)?;
-                let fmt = {
-                    use std::os::unix::fs::FileTypeExt;
-                    if ft.is_dir() {
-                        libc::S_IFDIR
-                    } else if ft.is_file() {
-                        libc::S_IFREG
-                    } else if ft.is_symlink() {
-                        libc::S_IFLNK
-                    } else if ft.is_char_device() {
-                        libc::S_IFCHR
-                    } else if ft.is_block_device() {
-                        libc::S_IFBLK
-                    } else if ft.is_fifo() {
-                        libc::S_IFIFO
-                    } else {
-                        libc::S_IFSOCK
+                use nix::dir::Type;
+                let fmt = match e.file_type() {
+                    Some(Type::Directory) => libc::S_IFDIR,
+                    Some(Type::File) => libc::S_IFREG,
+                    Some(Type::Symlink) => libc::S_IFLNK,
+                    Some(Type::CharacterDevice) => libc::S_IFCHR,
+                    Some(Type::BlockDevice) => libc::S_IFBLK,
+                    Some(Type::Fifo) => libc::S_IFIFO,
+                    Some(Type::Socket) => libc::S_IFSOCK,
+                    None => {
+                        let p = sys::join(&i.path, &name).map_err(ioerr)?;
+                        match sys::fstatat(layer.fd(), &p) {
+                            Ok(st) => sys::fmt(&st),
+                            Err(_) => continue,
+                        }
                     }
                 };
                 if fmt == libc::S_IFCHR {
@@ -1604,7 +1599,7 @@ impl Overlay {
         self.do_getattr(id, fh)
     }
 
-    fn xattr_target(&self, id: u64) -> Result<(CString, usize), Errno> {
+    fn xattr_target(&self, id: u64) -> Result<(sys::ProcPath, usize), Errno> {
         let i = self.info(id)?;
         Ok((self.layers[i.layer].abs(&i.path).map_err(ioerr)?, i.layer))
     }

@@ -1,11 +1,19 @@
 //! Thin wrappers over the `*at` system calls and xattr calls the overlay needs. Every
 //! `unsafe` block of the file system lives here; callers get `io::Result`s.
+//!
+//! Paths given to the `*at` wrappers are relative to a layer's root descriptor and may have
+//! several components. They are resolved safely: the parent directory is opened with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` (or, where
+//! openat2 is missing, one `O_NOFOLLOW` component at a time), and the call then acts on the
+//! last component inside it without following a symlink there. A directory of a layer
+//! replaced by a symlink while mounted is "not a directory", never a way out of the layer.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
@@ -33,11 +41,114 @@ pub fn join(parent: &CStr, name: &OsStr) -> io::Result<CString> {
     cstr(&v)
 }
 
+/// Whether openat2(2) is missing (old kernel or a seccomp filter): walk by components then.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// Resolves by components only, as on kernels without openat2 (a test hook:
+/// `FUSE_OVERLAY_NO_OPENAT2`).
+pub fn disable_openat2() {
+    NO_OPENAT2.store(true, Ordering::Relaxed);
+}
+
+/// Opens the directory `path` (relative, several components) beneath `root`, following no
+/// symlink. A symlink or `..` on the way is ENOTDIR/ENOENT.
+fn open_dir_beneath(root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    if !NO_OPENAT2.load(Ordering::Relaxed) {
+        // SAFETY: an all-zero open_how is valid (no flags, no resolve bits).
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = flags as u64;
+        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: `path` is NUL-terminated and `how` is a valid open_how of the given size.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if r >= 0 {
+            // SAFETY: the kernel just returned this descriptor and nobody else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) });
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENOSYS) | Some(libc::EPERM) => NO_OPENAT2.store(true, Ordering::Relaxed),
+            Some(libc::ELOOP) => return Err(err(libc::ENOTDIR)),
+            Some(libc::EXDEV) => return Err(err(libc::ENOENT)),
+            _ => return Err(e),
+        }
+    }
+    let mut cur: Option<OwnedFd> = None;
+    for comp in path.to_bytes().split(|b| *b == b'/') {
+        if comp.is_empty() || comp == b"." || comp == b".." {
+            return Err(err(libc::ENOENT));
+        }
+        let c = cstr(comp)?;
+        let dir = cur.as_ref().map(|f| f.as_raw_fd()).unwrap_or(root.as_raw_fd());
+        // SAFETY: `c` is NUL-terminated.
+        let fd = check(unsafe { libc::openat(dir, c.as_ptr(), flags) }).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                err(libc::ENOTDIR)
+            } else {
+                e
+            }
+        })?;
+        // SAFETY: the kernel just returned this descriptor and nobody else owns it.
+        cur = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    cur.ok_or_else(|| err(libc::ENOENT))
+}
+
+/// Splits `path` into its safely opened parent directory (`None`: `dir` itself) and its
+/// last component.
+fn split<'p>(dir: BorrowedFd<'_>, path: &'p CStr) -> io::Result<(Option<OwnedFd>, &'p CStr)> {
+    let b = path.to_bytes();
+    let Some(i) = b.iter().rposition(|c| *c == b'/') else { return Ok((None, path)) };
+    if i == 0 || i + 1 == b.len() {
+        return Err(err(libc::ENOENT));
+    }
+    let parent = open_dir_beneath(dir, &cstr(&b[..i])?)?;
+    let name = CStr::from_bytes_with_nul(&path.to_bytes_with_nul()[i + 1..]).map_err(|_| err(libc::EINVAL))?;
+    Ok((Some(parent), name))
+}
+
+/// Runs `f` with the raw parent directory and last component of `path` beneath `dir`.
+fn at<T>(dir: BorrowedFd<'_>, path: &CStr, f: impl FnOnce(RawFd, &CStr) -> io::Result<T>) -> io::Result<T> {
+    let (parent, name) = split(dir, path)?;
+    f(parent.as_ref().map(|p| p.as_raw_fd()).unwrap_or(dir.as_raw_fd()), name)
+}
+
+/// A path through `/proc/self/fd` naming an object beneath a layer without following any
+/// symlink of the layer (for the path-only xattr calls); keeps its parent open.
+pub struct ProcPath {
+    _parent: Option<OwnedFd>,
+    path: CString,
+}
+
+impl std::ops::Deref for ProcPath {
+    type Target = CStr;
+    fn deref(&self) -> &CStr {
+        &self.path
+    }
+}
+
+/// The [`ProcPath`] of `path` beneath `dir` (`.` is `dir` itself).
+pub fn proc_path(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<ProcPath> {
+    let (parent, name) = split(dir, path)?;
+    let fd = parent.as_ref().map(|p| p.as_raw_fd()).unwrap_or(dir.as_raw_fd());
+    let mut v = format!("/proc/self/fd/{fd}/").into_bytes();
+    v.extend_from_slice(name.to_bytes());
+    Ok(ProcPath { _parent: parent, path: cstr(&v)? })
+}
+
 /// `lstat` relative to `dir`.
 pub fn fstatat(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<libc::stat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `path` is NUL-terminated and `st` is valid for writes of one `stat`.
-    check(unsafe { libc::fstatat(dir.as_raw_fd(), path.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) })?;
+    at(dir, path, |d, n| check(unsafe { libc::fstatat(d, n.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) }))?;
     // SAFETY: fstatat succeeded, so it filled `st`.
     Ok(unsafe { st.assume_init() })
 }
@@ -54,8 +165,9 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
 /// `openat(2)`; the result is close-on-exec.
 pub fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
     // SAFETY: `path` is NUL-terminated; the mode argument is read only with O_CREAT/O_TMPFILE.
-    let fd =
-        check(unsafe { libc::openat(dir.as_raw_fd(), path.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
+    let fd = at(dir, path, |d, n| {
+        check(unsafe { libc::openat(d, n.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })
+    })?;
     // SAFETY: the kernel just returned this descriptor and nobody else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -71,29 +183,34 @@ pub fn open_abs(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 /// `mkdirat(2)`.
 pub fn mkdirat(dir: BorrowedFd<'_>, path: &CStr, mode: libc::mode_t) -> io::Result<()> {
     // SAFETY: `path` is NUL-terminated.
-    check(unsafe { libc::mkdirat(dir.as_raw_fd(), path.as_ptr(), mode) }).map(drop)
+    at(dir, path, |d, n| check(unsafe { libc::mkdirat(d, n.as_ptr(), mode) })).map(drop)
 }
 
 /// `mknodat(2)`.
 pub fn mknodat(dir: BorrowedFd<'_>, path: &CStr, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
     // SAFETY: `path` is NUL-terminated.
-    check(unsafe { libc::mknodat(dir.as_raw_fd(), path.as_ptr(), mode, dev) }).map(drop)
+    at(dir, path, |d, n| check(unsafe { libc::mknodat(d, n.as_ptr(), mode, dev) })).map(drop)
 }
 
 /// `symlinkat(2)`.
 pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, path: &CStr) -> io::Result<()> {
     // SAFETY: both strings are NUL-terminated.
-    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), path.as_ptr()) }).map(drop)
+    at(dir, path, |d, n| check(unsafe { libc::symlinkat(target.as_ptr(), d, n.as_ptr()) })).map(drop)
 }
 
 /// `readlinkat(2)`.
 pub fn readlinkat(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `path` is NUL-terminated.
-    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let n = at(dir, path, |d, name| {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `name` is NUL-terminated.
+        let n = unsafe { libc::readlinkat(d, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n)
+        }
+    })?;
     buf.truncate(n as usize);
     Ok(buf)
 }
@@ -101,32 +218,49 @@ pub fn readlinkat(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<Vec<u8>> {
 /// `linkat(2)` without following symlinks.
 pub fn linkat(odir: BorrowedFd<'_>, old: &CStr, ndir: BorrowedFd<'_>, new: &CStr) -> io::Result<()> {
     // SAFETY: both paths are NUL-terminated.
-    check(unsafe { libc::linkat(odir.as_raw_fd(), old.as_ptr(), ndir.as_raw_fd(), new.as_ptr(), 0) }).map(drop)
+    at(odir, old, |od, o| at(ndir, new, |nd, n| check(unsafe { libc::linkat(od, o.as_ptr(), nd, n.as_ptr(), 0) })))
+        .map(drop)
 }
 
 /// `unlinkat(2)`; `dir_flag` removes a directory.
 pub fn unlinkat(dir: BorrowedFd<'_>, path: &CStr, is_dir: bool) -> io::Result<()> {
     let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
     // SAFETY: `path` is NUL-terminated.
-    check(unsafe { libc::unlinkat(dir.as_raw_fd(), path.as_ptr(), flags) }).map(drop)
+    at(dir, path, |d, n| check(unsafe { libc::unlinkat(d, n.as_ptr(), flags) })).map(drop)
 }
 
 /// `renameat2(2)`.
 pub fn renameat2(odir: BorrowedFd<'_>, old: &CStr, ndir: BorrowedFd<'_>, new: &CStr, flags: u32) -> io::Result<()> {
     // SAFETY: both paths are NUL-terminated.
-    check(unsafe { libc::renameat2(odir.as_raw_fd(), old.as_ptr(), ndir.as_raw_fd(), new.as_ptr(), flags) }).map(drop)
+    at(odir, old, |od, o| {
+        // SAFETY: both paths are NUL-terminated.
+        at(ndir, new, |nd, n| check(unsafe { libc::renameat2(od, o.as_ptr(), nd, n.as_ptr(), flags) }))
+    })
+    .map(drop)
 }
 
 /// `fchownat(2)` without following symlinks.
 pub fn lchownat(dir: BorrowedFd<'_>, path: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: `path` is NUL-terminated.
-    check(unsafe { libc::fchownat(dir.as_raw_fd(), path.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+    at(dir, path, |d, n| check(unsafe { libc::fchownat(d, n.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })).map(drop)
 }
 
-/// `fchmodat(2)` (follows nothing: never called on symlinks).
+/// `fchmodat2(2)` without following a symlink (plain `fchmodat` on kernels before 6.6;
+/// never called on symlinks).
 pub fn fchmodat(dir: BorrowedFd<'_>, path: &CStr, mode: libc::mode_t) -> io::Result<()> {
-    // SAFETY: `path` is NUL-terminated.
-    check(unsafe { libc::fchmodat(dir.as_raw_fd(), path.as_ptr(), mode, 0) }).map(drop)
+    at(dir, path, |d, n| {
+        // SAFETY: `n` is NUL-terminated.
+        let r = unsafe { libc::syscall(libc::SYS_fchmodat2, d, n.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) {
+            // SAFETY: `n` is NUL-terminated.
+            return check(unsafe { libc::fchmodat(d, n.as_ptr(), mode, 0) }).map(drop);
+        }
+        Err(e)
+    })
 }
 
 /// `fchmod(2)`.
@@ -150,7 +284,7 @@ pub fn futimens(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result<(
 /// `utimensat(2)` without following symlinks.
 pub fn utimensat(dir: BorrowedFd<'_>, path: &CStr, times: &[libc::timespec; 2]) -> io::Result<()> {
     // SAFETY: `path` is NUL-terminated and `times` points at two timespecs.
-    check(unsafe { libc::utimensat(dir.as_raw_fd(), path.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+    at(dir, path, |d, n| check(unsafe { libc::utimensat(d, n.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) }))
         .map(drop)
 }
 
