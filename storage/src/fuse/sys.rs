@@ -164,8 +164,8 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
 
 /// `openat(2)`; the result is close-on-exec.
 pub fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
-    // SAFETY: `path` is NUL-terminated; the mode argument is read only with O_CREAT/O_TMPFILE.
     let fd = at(dir, path, |d, n| {
+        // SAFETY: `n` is NUL-terminated; the mode argument is read only with O_CREAT/O_TMPFILE.
         check(unsafe { libc::openat(d, n.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })
     })?;
     // SAFETY: the kernel just returned this descriptor and nobody else owns it.
