@@ -839,3 +839,38 @@ fn set_xattr_res(p: &Path, name: &str, v: &[u8]) -> i32 {
     // SAFETY: NUL-terminated strings and a valid value buffer.
     unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) }
 }
+
+#[test]
+fn override_file_type_survives_copy_up() {
+    if !require_root("override_file_type_survives_copy_up") {
+        return;
+    }
+    let t = Tree::new();
+    // A rootless-extracted lower layer: a device kept as a regular file with an override.
+    set_xattr(&t.p("l2"), "user.containers.override_stat", b"0:0:0755:dir");
+    fs::write(t.p("l2/null"), "").unwrap();
+    set_xattr(&t.p("l2/null"), "user.containers.override_stat", b"0:0:0644:char-1-3");
+    fs::write(t.p("l2/null2"), "").unwrap();
+    set_xattr(&t.p("l2/null2"), "user.containers.override_stat", b"0:0:0644:char-1-3");
+    let m = t.p("m");
+    let opts = format!("{},xattr_permissions=2", t.opts());
+    let check = |name: &str, mode: u32, uid: u32| {
+        let md = fs::symlink_metadata(m.join(name)).unwrap();
+        assert!(md.file_type().is_char_device(), "{name} is a char device: {:?}", md.file_type());
+        assert_eq!((md.rdev(), md.mode() & 0o7777, md.uid()), (libc::makedev(1, 3), mode, uid), "{name}");
+    };
+    let fuse = Fuse::start(&opts, &m);
+    check("null", 0o644, 0);
+    fs::set_permissions(m.join("null"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::lchown(m.join("null2"), Some(5), Some(6)).unwrap();
+    assert!(t.p("u/null").exists() && t.p("u/null2").exists(), "copied up");
+    drop(fuse);
+    let fuse = Fuse::start(&opts, &m);
+    check("null", 0o600, 0);
+    check("null2", 0o644, 5);
+    std::os::unix::fs::lchown(m.join("null"), Some(7), Some(8)).unwrap();
+    drop(fuse);
+    let fuse = Fuse::start(&opts, &m);
+    check("null", 0o600, 7);
+    drop(fuse);
+}

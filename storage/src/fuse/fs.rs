@@ -967,18 +967,19 @@ impl Overlay {
         Ok(())
     }
 
-    fn effective_owner(&self, layer: usize, path: &CStr, st: &libc::stat) -> (u32, u32, u32) {
+    /// Owner, mode and (from an override xattr) the file type an object shows.
+    fn effective_owner(&self, layer: usize, path: &CStr, st: &libc::stat) -> Override {
         let l = &self.layers[layer];
         if let Some(x) = l.stat_mode.xattr() {
             if let Ok(abs) = l.abs(path) {
                 if let Ok(Some(v)) = sys::getxattr_full(XTarget::Path(&abs), x) {
                     if let Some(ov) = Override::parse(&v) {
-                        return (ov.uid, ov.gid, ov.mode);
+                        return ov;
                     }
                 }
             }
         }
-        (st.st_uid, st.st_gid, st.st_mode & 0o7777)
+        Override { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777, kind: None }
     }
 
     /// Sets owner and mode of a fresh upper object at `dir`/`rel` (absolute path `abs`).
@@ -1073,7 +1074,8 @@ impl Overlay {
         let src_abs = sl.abs(path)?;
         let tmp = self.tmp_name();
         let tmp_abs = self.work_abs(&tmp)?;
-        let (uid, gid, mode) = self.effective_owner(src, path, &st);
+        let ov = self.effective_owner(src, path, &st);
+        let (uid, gid, mode) = (ov.uid, ov.gid, ov.mode);
         let mut file: Option<OwnedFd> = None;
         match fmt {
             libc::S_IFDIR => sys::mkdirat(work, &tmp, 0o700)?,
@@ -1101,6 +1103,12 @@ impl Overlay {
                     None => XTarget::Path(&tmp_abs),
                 };
                 self.copy_xattrs(&src_abs, t)?;
+            }
+            // The file type an override shows (a device kept as a regular file) stays.
+            if let (Some((kf, kr)), Some(x)) = (ov.kind, self.layers[0].stat_mode.xattr()) {
+                if fmt == libc::S_IFREG || fmt == libc::S_IFDIR {
+                    sys::setxattr(XTarget::Path(&tmp_abs), x, ov.format(kf, kr).as_bytes(), 0)?;
+                }
             }
             self.set_owner(work, &tmp, &tmp_abs, fmt, st.st_rdev, Some((uid, gid)), Some(mode))?;
             let times = [
