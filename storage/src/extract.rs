@@ -117,9 +117,10 @@ impl Whiteouts for OverlayWhiteouts {
     ) -> io::Result<()> {
         match mknodat(dir, name, SFlag::S_IFCHR, Mode::empty(), nix::sys::stat::makedev(0, 0)) {
             Ok(()) => {}
-            Err(Errno::EPERM) if !self.chown => {
-                // Unprivileged without a user namespace: keep the OCI form, which
-                // fuse-overlayfs (and our fuse-overlay) understand.
+            Err(Errno::EPERM) => {
+                // Not permitted to make the device (unprivileged, with or without a user
+                // namespace): keep the OCI form, which fuse-overlayfs (and our fuse-overlay)
+                // understand.
                 let mut wh = OsString::from(WHITEOUT_PREFIX);
                 wh.push(name);
                 let fd = openat(
@@ -134,7 +135,13 @@ impl Whiteouts for OverlayWhiteouts {
             Err(e) => return Err(e.into()),
         }
         if self.chown {
-            fchownat(dir, name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            tolerate_unmapped(fchownat(
+                dir,
+                name,
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ))?;
         }
         Ok(())
     }
@@ -147,8 +154,24 @@ impl Whiteouts for OverlayWhiteouts {
 /// How to extract.
 #[derive(Debug, Clone, Copy)]
 pub struct ExtractOptions {
-    /// Apply the tar's ownership (needs root or a user namespace mapping it).
+    /// Apply the tar's ownership (needs root or a user namespace mapping it). An owner the
+    /// user namespace does not map (EINVAL) is left as it is, with a warning.
     pub chown: bool,
+}
+
+/// A chown to an ID the current user namespace does not map fails with EINVAL: the file keeps
+/// the extracting user's ownership (as podman does with `ignore_chown_errors`).
+fn tolerate_unmapped(r: nix::Result<()>) -> nix::Result<()> {
+    match r {
+        Err(Errno::EINVAL) => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!("a layer has owners outside this user namespace's ID mapping: those files keep the user's ownership");
+            });
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// The result of extracting a layer.
@@ -278,13 +301,13 @@ impl Read for ChanReader {
 /// Sets the owner (when `chown`) and the mtime of `name` in `dir`, never following a symlink.
 fn owner_and_time(dir: BorrowedFd<'_>, name: &OsStr, meta: &Meta, chown: bool) -> nix::Result<()> {
     if chown {
-        fchownat(
+        tolerate_unmapped(fchownat(
             dir,
             name,
             Some(Uid::from_raw(meta.uid)),
             Some(Gid::from_raw(meta.gid)),
             AtFlags::AT_SYMLINK_NOFOLLOW,
-        )?;
+        ))?;
     }
     let t = TimeSpec::new(meta.mtime, 0);
     utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
@@ -467,7 +490,8 @@ impl Extractor<'_, '_> {
                 let dev = nix::sys::stat::makedev(major.into(), minor.into());
                 match mknodat(dir, name, kind, Mode::from_bits_truncate(meta.mode), dev) {
                     Ok(()) => {}
-                    Err(Errno::EPERM) if !chown => {
+                    Err(Errno::EPERM) => {
+                        // Unprivileged, also inside a user namespace: no device nodes.
                         tracing::warn!(path = %raw_path.display(), "skipping device node: not permitted");
                         return Ok(());
                     }
@@ -530,7 +554,7 @@ fn xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<Vec<(St
 fn apply_fd_meta(fd: BorrowedFd<'_>, meta: &Meta, chown: bool, path: &Path) -> Result<()> {
     let ctx = || format!("setting metadata of {}", path.display());
     if chown {
-        fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid))).ctx(ctx)?;
+        tolerate_unmapped(fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))).ctx(ctx)?;
     }
     // After chown, which clears set-id bits.
     fchmod(fd, Mode::from_bits_truncate(meta.mode)).ctx(ctx)?;

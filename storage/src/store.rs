@@ -225,6 +225,17 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
     serde_json::from_slice(&bytes).map_err(|source| Error::Json { context: path.display().to_string(), source })
 }
 
+/// Whether this process is uid 0 of a user namespace that maps more than one user ID, so
+/// that chown to a layer's owners can work (IDs outside the mapping are left as they are).
+fn userns_maps_other_ids() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    let Ok(map) = fs::read_to_string("/proc/self/uid_map") else { return false };
+    let mapped: u64 = map.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()).sum();
+    mapped > 1
+}
+
 pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(v).map_err(|source| Error::Json { context: "serializing".to_owned(), source })
 }
@@ -453,11 +464,14 @@ impl Store {
             fs::create_dir(&diff).ctx(|| "creating diff".to_owned())?;
             fs::set_permissions(&diff, std::os::unix::fs::PermissionsExt::from_mode(0o755))
                 .ctx(|| "chmod diff".to_owned())?;
+            // Rootless inside a user namespace that maps a range of IDs (rpod's pause
+            // namespace from /etc/subuid): files keep the layer's owners through the mapping.
+            let chown = !self.rootless || userns_maps_other_ids();
             let mut wh = OverlayWhiteouts {
                 opaque_xattr: if self.rootless { OpaqueXattr::User } else { OpaqueXattr::Trusted },
-                chown: !self.rootless,
+                chown,
             };
-            let ex = extract::extract_layer(r, &diff, &ExtractOptions { chown: !self.rootless }, &mut wh)?;
+            let ex = extract::extract_layer(r, &diff, &ExtractOptions { chown }, &mut wh)?;
             if let Some(exp) = expected {
                 exp.verify(&ex.diff_id, || "layer diff ID".to_owned())?;
             }

@@ -433,6 +433,8 @@ fn options_and_errors() {
         ("lowerdir=/nonexistent-fuse-test".to_owned(), "cannot access lowerdir"),
         (format!("lowerdir={},upperdir={}", t.p("l2").display(), t.p("u").display()), "workdir not specified"),
         (format!("lowerdir={},xattr_permissions=7", t.p("l2").display()), "xattr_permissions"),
+        (format!("lowerdir={},uidmapping=0:4294967295:10", t.p("l2").display()), "invalid mapping specified"),
+        (format!("lowerdir={},gidmapping=4294967200:0:1000", t.p("l2").display()), "invalid mapping specified"),
     ] {
         let out = Command::new(BIN).arg("-o").arg(&opts).arg(&m).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{opts}");

@@ -47,7 +47,13 @@ impl IdMap {
         if nums.is_empty() || !nums.len().is_multiple_of(3) {
             return Err(bad());
         }
-        Ok(IdMap(nums.chunks(3).map(|c| IdRange { disk: c[0], shown: c[1], len: c[2] }).collect()))
+        let ranges: Vec<IdRange> = nums.chunks(3).map(|c| IdRange { disk: c[0], shown: c[1], len: c[2] }).collect();
+        // Every id of a range must exist on both sides (ids are 32 bits).
+        let fits = |start: u32, len: u32| u64::from(start) + u64::from(len) <= 1 << 32;
+        if ranges.iter().any(|r| r.len == 0 || !fits(r.disk, r.len) || !fits(r.shown, r.len)) {
+            return Err(bad());
+        }
+        Ok(IdMap(ranges))
     }
 
     /// The id shown for an on-disk id.
@@ -55,12 +61,10 @@ impl IdMap {
         if self.0.is_empty() {
             return id;
         }
-        for r in &self.0 {
-            if id >= r.disk && id - r.disk < r.len {
-                return r.shown + (id - r.disk);
-            }
-        }
-        OVERFLOW_ID
+        self.0
+            .iter()
+            .find_map(|r| id.checked_sub(r.disk).filter(|d| *d < r.len).and_then(|d| r.shown.checked_add(d)))
+            .unwrap_or(OVERFLOW_ID)
     }
 
     /// The on-disk id for a shown id (`None` when it is outside the mapping).
@@ -68,7 +72,7 @@ impl IdMap {
         if self.0.is_empty() {
             return Some(id);
         }
-        self.0.iter().find(|r| id >= r.shown && id - r.shown < r.len).map(|r| r.disk + (id - r.shown))
+        self.0.iter().find_map(|r| id.checked_sub(r.shown).filter(|d| *d < r.len).and_then(|d| r.disk.checked_add(d)))
     }
 }
 
@@ -410,6 +414,13 @@ mod tests {
         assert_eq!(m.to_disk(7), None);
         assert!(IdMap::parse("0:1").is_err());
         assert!(IdMap::parse("a:b:c").is_err());
+        // Ranges past the last id are refused at parse time; the last id itself works.
+        for bad in ["0:4294967295:10", "4294967295:0:2", "0:0:0", "0:0:4294967296"] {
+            assert!(IdMap::parse(bad).is_err(), "{bad}");
+        }
+        let m = IdMap::parse("0:4294967295:1:4294967295:0:1").unwrap();
+        assert_eq!((m.to_shown(0), m.to_shown(4294967295), m.to_shown(7)), (4294967295, 0, OVERFLOW_ID));
+        assert_eq!((m.to_disk(0), m.to_disk(4294967295), m.to_disk(1)), (Some(4294967295), Some(0), None));
     }
 
     #[test]
