@@ -660,7 +660,7 @@ fn rootless_user_namespace_and_fusermount() {
     assert!(so.contains("4750\n"), "mode kept in the override xattr: {so}");
     assert!(so.contains("640\n"), "lower override xattr read: {so}");
     assert!(!so.contains("gone"), "{so}");
-    let ov = get_xattr(&t.p("u/new"), "user.fuseoverlayfs.override_stat").unwrap();
+    let ov = get_xattr(&t.p("u/new"), "user.containers.override_stat").unwrap();
     assert!(String::from_utf8_lossy(&ov).starts_with("0:0:04750"), "{}", String::from_utf8_lossy(&ov));
     assert_eq!(fs::metadata(t.p("u/new")).unwrap().uid(), 1001);
     assert!(fs::symlink_metadata(t.p("u/gone")).is_ok() || t.p("u/.wh.gone").exists(), "whiteout written");
@@ -866,6 +866,10 @@ fn override_file_type_survives_copy_up() {
     fs::set_permissions(m.join("null"), fs::Permissions::from_mode(0o600)).unwrap();
     std::os::unix::fs::lchown(m.join("null2"), Some(5), Some(6)).unwrap();
     assert!(t.p("u/null").exists() && t.p("u/null2").exists(), "copied up");
+    // xattr_permissions=2 is the containers mode.
+    assert!(get_xattr(&t.p("u"), "user.containers.override_stat").is_ok());
+    assert!(get_xattr(&t.p("u/null"), "user.containers.override_stat").is_ok());
+    assert_eq!(get_xattr(&t.p("u"), "user.fuseoverlayfs.override_stat"), Err(libc::ENODATA));
     drop(fuse);
     let fuse = Fuse::start(&opts, &m);
     check("null", 0o600, 0);
@@ -875,4 +879,22 @@ fn override_file_type_survives_copy_up() {
     let fuse = Fuse::start(&opts, &m);
     check("null", 0o600, 7);
     drop(fuse);
+    // An upper already kept in the legacy user mode stays in it.
+    for d in ["u2", "w2"] {
+        fs::create_dir(t.p(d)).unwrap();
+    }
+    set_xattr(&t.p("u2"), "user.fuseoverlayfs.override_stat", b"0:0:0755:dir");
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},xattr_permissions=2",
+        t.p("l2").display(),
+        t.p("u2").display(),
+        t.p("w2").display()
+    );
+    let fuse = Fuse::start(&opts, &m);
+    fs::write(m.join("legacy"), "x").unwrap();
+    fs::set_permissions(m.join("legacy"), fs::Permissions::from_mode(0o4711)).unwrap();
+    assert_eq!(fs::metadata(m.join("legacy")).unwrap().mode() & 0o7777, 0o4711);
+    drop(fuse);
+    assert!(get_xattr(&t.p("u2/legacy"), "user.fuseoverlayfs.override_stat").is_ok());
+    assert!(get_xattr(&t.p("u2"), "user.containers.override_stat").is_err());
 }

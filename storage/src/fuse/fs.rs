@@ -406,7 +406,13 @@ impl Overlay {
                 }
             }
             if *upper && o.xattr_permissions > 0 {
-                let m = if o.xattr_permissions == 1 { StatMode::Privileged } else { StatMode::User };
+                // 2 is the containers mode (as fuse-overlayfs 2.0); an upper already kept in the
+                // legacy user mode stays in it, its files carry that xattr.
+                let m = match (o.xattr_permissions, stat_mode) {
+                    (1, _) => StatMode::Privileged,
+                    (_, StatMode::User) => StatMode::User,
+                    _ => StatMode::Containers,
+                };
                 if stat_mode != m {
                     if let Some(x) = m.xattr() {
                         let ov = Override { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777, kind: None };
