@@ -898,3 +898,66 @@ fn override_file_type_survives_copy_up() {
     assert!(get_xattr(&t.p("u2/legacy"), "user.fuseoverlayfs.override_stat").is_ok());
     assert!(get_xattr(&t.p("u2"), "user.containers.override_stat").is_err());
 }
+
+#[test]
+fn readdir_inode_numbers_match_stat() {
+    if !require_root("readdir_inode_numbers_match_stat") {
+        return;
+    }
+    let t = Tree::new();
+    // Enough entries for several READDIR requests: only the first is a READDIRPLUS.
+    for i in 0..100 {
+        fs::write(t.p("l2").join(format!("f{i}")), "f").unwrap();
+    }
+    for f in ["a", "b", "c"] {
+        fs::write(t.p("l2").join(f), f).unwrap();
+    }
+    fs::create_dir(t.p("l2/d")).unwrap();
+    let m = t.p("m");
+    let fuse = Fuse::start(&t.opts(), &m);
+    let before: Vec<u64> = ["a", "b"].iter().map(|f| fs::metadata(m.join(f)).unwrap().ino()).collect();
+    // Copy-ups: the merged objects keep their numbers while mounted.
+    fs::set_permissions(m.join("a"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::OpenOptions::new().append(true).open(m.join("b")).unwrap().write_all(b"+").unwrap();
+    fs::write(m.join("d/new"), "n").unwrap();
+    fs::write(m.join("new"), "n").unwrap();
+    for i in 0..100 {
+        fs::set_permissions(m.join(format!("f{i}")), fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let after: Vec<u64> = ["a", "b"].iter().map(|f| fs::metadata(m.join(f)).unwrap().ino()).collect();
+    assert_eq!(before, after);
+    let list = getdents_small(&m);
+    assert_eq!(list.len(), 105);
+    for (p, ino) in list {
+        assert_eq!(ino, fs::symlink_metadata(&p).unwrap().ino(), "d_ino and st_ino of {}", p.display());
+    }
+    drop(fuse);
+}
+
+/// Lists `dir` with getdents64 and a one-page buffer, so that the kernel asks for one page at
+/// a time: READDIRPLUS for the first, plain READDIR after. Returns paths and d_ino.
+fn getdents_small(dir: &Path) -> Vec<(PathBuf, u64)> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(dir).unwrap();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, f.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+        assert!(n >= 0, "getdents64: {}", std::io::Error::last_os_error());
+        if n == 0 {
+            return out;
+        }
+        let mut off = 0usize;
+        while off < n as usize {
+            let ino = u64::from_ne_bytes(buf[off..off + 8].try_into().unwrap());
+            let reclen = u16::from_ne_bytes(buf[off + 16..off + 18].try_into().unwrap()) as usize;
+            let name = &buf[off + 19..off + reclen];
+            let name = &name[..name.iter().position(|b| *b == 0).unwrap()];
+            if name != b"." && name != b".." {
+                out.push((dir.join(std::ffi::OsStr::from_bytes(name)), ino));
+            }
+            off += reclen;
+        }
+    }
+}

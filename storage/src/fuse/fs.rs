@@ -620,7 +620,9 @@ impl Overlay {
         (p.layer.max(1)..=p.bottom).any(|l| sys::fstatat(self.layers[l].fd(), &path).is_ok())
     }
 
-    fn ino_for(&self, g: &mut Inodes, layer: usize, ino: u64) -> u64 {
+    /// The number an object would get without taking one from the counter: `Err` carries
+    /// a best guess when it needs one.
+    fn ino_peek(&self, g: &Inodes, layer: usize, ino: u64) -> Result<u64, u64> {
         let dev = self.layers[layer].dev_idx;
         let key = (dev, ino);
         let direct = if self.same_dev {
@@ -632,10 +634,18 @@ impl Overlay {
         };
         if let Some(id) = direct {
             if id != ROOT && id != 0 && g.nodes.get(&id).is_none_or(|n| n.key == key) {
-                return id;
+                return Ok(id);
             }
         }
         if let Some(&id) = g.fallback.get(&key) {
+            return Ok(id);
+        }
+        Err(direct.unwrap_or(ino).max(2))
+    }
+
+    fn ino_for(&self, g: &mut Inodes, layer: usize, ino: u64) -> u64 {
+        let key = (self.layers[layer].dev_idx, ino);
+        if let Ok(id) = self.ino_peek(g, layer, ino) {
             return id;
         }
         let id = g.next_fallback;
@@ -2097,9 +2107,15 @@ impl Filesystem for Overlay {
             off = 2;
         }
         for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
+            // The number stat shows: the node's when the kernel knows the entry (it keeps its
+            // number across a copy-up); else one that takes no counter entry (which only a
+            // node's FORGET would free).
             let ino = {
-                let mut g = wl(&self.inodes);
-                self.ino_for(&mut g, e.layer, e.ino)
+                let g = rl(&self.inodes);
+                match g.children.get(&(ino.0, e.name.clone())).filter(|id| g.nodes.contains_key(id)) {
+                    Some(&id) => id,
+                    None => self.ino_peek(&g, e.layer, e.ino).unwrap_or_else(|guess| guess),
+                }
             };
             if reply.add(INodeNo(ino), i as u64 + 3, kind_of(e.fmt), &e.name) {
                 break;
