@@ -406,10 +406,11 @@ fn rootless_containers_ports_pods_and_storage() {
         std::fs::read_dir(store.join("layers")).unwrap().flatten().map(|e| e.path()).find(|p| p.is_dir()).unwrap();
     assert_eq!(std::fs::metadata(layer.join("diff/www/index.html")).unwrap().uid(), uid);
     assert_eq!(w.ok(u, &["run", "--rm", IMG, "ls", "-ln", "/www/index.html"]).split_whitespace().nth(2), Some("0"));
-    // A file of uid 1000 in the image keeps it where the store chowns (a mapped ID on the
-    // host), else belongs to the user.
+    // A file of uid 1000 in the image keeps it through the mapping: subordinate ID 100999 on
+    // the host, 1000 in the container.
     let bob = std::fs::metadata(layer.join("diff/home/bob")).unwrap().uid();
-    assert!(bob == 100_000 + 999 || bob == uid, "home/bob is owned by {bob} on the host");
+    assert_eq!(bob, 100_000 + 999, "home/bob is owned by {bob} on the host");
+    assert_eq!(w.ok(u, &["run", "--rm", IMG, "ls", "-lnd", "/home/bob"]).split_whitespace().nth(2), Some("1000"));
     // Pulled as the user (from a registry on the stand-in host), then run.
     if Path::new("/usr/bin/docker-registry").exists() && Path::new("/usr/bin/skopeo").exists() {
         let name = w.start_registry();
