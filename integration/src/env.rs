@@ -69,7 +69,8 @@ pub fn print_skip(test: &str, reason: &str) {
     let _ = writeln!(std::io::stderr().lock(), "\n!!!!!!!! SKIP {test}: {reason} !!!!!!!!\n");
 }
 
-fn random_prefix() -> String {
+/// A fresh `r` + 5 random characters prefix (for names a test makes).
+pub fn random_prefix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));

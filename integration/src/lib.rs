@@ -33,8 +33,11 @@ pub mod ns;
 pub mod proc;
 pub mod snapshot;
 
-pub use env::{print_skip, require_root, sock, Container, Env, Reply, HOST_IP4, HOST_IP6, UPSTREAM_IP4, UPSTREAM_IP6};
-pub use netd::{netd, netd_raw, netd_with_env, NetdOut};
+pub use env::{
+    print_skip, random_prefix, require_root, sock, Container, Env, Reply, HOST_IP4, HOST_IP6, UPSTREAM_IP4,
+    UPSTREAM_IP6,
+};
+pub use netd::{netd, netd_raw, netd_with_env, workspace_bin, NetdOut};
 pub use netopts::{hex_id, Attach, Network, Opts, Port};
 pub use ns::Netns;
 pub use proc::Proc;

@@ -25,7 +25,9 @@ pub fn target_profile_dir() -> Option<PathBuf> {
     Some(dir)
 }
 
-fn find(env_var: &str, name: &str, hint: &str) -> Result<PathBuf, String> {
+/// A workspace binary: `$ENV_VAR` when set, else `name` in this build's `target/<profile>`
+/// (built by `cargo build --workspace`); `Err` names what is missing and `hint`.
+pub fn workspace_bin(env_var: &str, name: &str, hint: &str) -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os(env_var) {
         let p = PathBuf::from(p);
         return if p.is_file() { Ok(p) } else { Err(format!("{env_var}={} is not a file", p.display())) };
@@ -43,7 +45,7 @@ fn find(env_var: &str, name: &str, hint: &str) -> Result<PathBuf, String> {
 /// does not rebuild that binary, so a loud warning is printed (once) when a source file of
 /// the netd crate is newer than it.
 pub fn netd_bin() -> Result<PathBuf, String> {
-    let p = find("NETD_BIN", "netd", "build it with `cargo build -p netd`")?;
+    let p = workspace_bin("NETD_BIN", "netd", "build it with `cargo build -p netd`")?;
     if std::env::var_os("NETD_BIN").is_none() {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| warn_if_stale(&p));
@@ -92,7 +94,7 @@ fn warn_if_stale(bin: &Path) {
 
 /// The probe binary: `$RPOD_PROBE_BIN`, or `rpod-probe` in `target/<profile>`.
 pub fn probe_bin() -> Result<PathBuf, String> {
-    find("RPOD_PROBE_BIN", "rpod-probe", "it is built with `cargo test -p rpod-integration`")
+    workspace_bin("RPOD_PROBE_BIN", "rpod-probe", "it is built with `cargo test -p rpod-integration`")
 }
 
 /// What one netd run did.

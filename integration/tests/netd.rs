@@ -1,7 +1,8 @@
 //! End-to-end tests of `netd` with real traffic, each in its own namespaces (see the
-//! `rpod_integration` crate docs for the harness). One test binary on purpose: it links once.
+//! `rpod_integration` crate docs for the harness), and `rootless_podman`: our `portfwd` and
+//! `fuse-overlay` under rootless podman. One test binary on purpose: it links once.
 //!
-//! Run as root: `cargo build -p netd && cargo test -p rpod-integration --test netd`.
+//! Run as root: `cargo build --workspace && cargo test -p rpod-integration --test netd`.
 //! Not root: every test prints `SKIP` and passes, unless RPOD_REQUIRE_ROOT=1.
 //! `NETD_BIN=/path/to/netd` tests another binary (e.g. Debian's netavark, for comparison).
 
@@ -23,6 +24,8 @@ mod options;
 mod podman;
 #[path = "netd/ports.rs"]
 mod ports;
+#[path = "netd/rootless_podman.rs"]
+mod rootless_podman;
 
 use rpod_integration::{Env, Network};
 
