@@ -961,3 +961,69 @@ fn getdents_small(dir: &Path) -> Vec<(PathBuf, u64)> {
         }
     }
 }
+
+/// A tmpfs mounted for a test; unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(p: &Path) -> Tmpfs {
+        fs::create_dir_all(p).unwrap();
+        nix::mount::mount(Some("tmpfs"), p, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=16m")).unwrap();
+        Tmpfs(p.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn xino_and_ino32() {
+    if !require_root("xino_and_ino32") {
+        return;
+    }
+    let t = Tree::new();
+    // A lower layer on another file system: the device index goes into the top bits.
+    let other = Tmpfs::mount(&t.p("other"));
+    for i in 0..20 {
+        fs::write(other.0.join(format!("o{i}")), "o").unwrap();
+    }
+    fs::write(t.p("l2/same"), "s").unwrap();
+    let m = t.p("m");
+    let opts = format!(
+        "lowerdir={}:{},upperdir={},workdir={}",
+        t.p("l2").display(),
+        other.0.display(),
+        t.p("u").display(),
+        t.p("w").display()
+    );
+    let inos = |m: &Path| -> Vec<u64> {
+        let mut v: Vec<u64> = names(m).iter().map(|n| fs::symlink_metadata(m.join(n)).unwrap().ino()).collect();
+        v.extend(getdents_small(m).iter().map(|(_, i)| *i));
+        v
+    };
+    let fuse = Fuse::start(&opts, &m);
+    assert!(inos(&m).iter().any(|i| *i > u32::MAX as u64), "without ino32_t the device bits are high");
+    drop(fuse);
+    let fuse = Fuse::start(&format!("{opts},ino32_t,xino=auto"), &m);
+    let v = inos(&m);
+    assert!(v.iter().all(|i| *i <= u32::MAX as u64 && *i > 1), "ino32_t: {v:?}");
+    let mut u: Vec<u64> = names(&m).iter().map(|n| fs::symlink_metadata(m.join(n)).unwrap().ino()).collect();
+    let n = u.len();
+    u.sort();
+    u.dedup();
+    assert_eq!(u.len(), n, "numbers stay unique");
+    drop(fuse);
+    // xino=on needs stable numbers: refused over several file systems, fine over one.
+    let out = Command::new(BIN).arg("-o").arg(format!("{opts},xino=on")).arg(&m).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("xino=on"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!mounted(&m));
+    let out = Command::new(BIN).arg("-o").arg(format!("{},xino=bogus", t.opts())).arg(&m).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let fuse = Fuse::start(&format!("{},xino=on", t.opts()), &m);
+    assert_eq!(fs::read_to_string(m.join("same")).unwrap(), "s");
+    drop(fuse);
+}

@@ -44,7 +44,7 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 
-use super::options::Options;
+use super::options::{Options, Xino};
 use super::sys::{self, XTarget};
 
 const ROOT: u64 = 1;
@@ -292,6 +292,8 @@ pub struct Overlay {
     ttl: Duration,
     same_dev: bool,
     dev_shift: u32,
+    /// `ino32_t`: every number the kernel sees fits in 32 bits.
+    ino_mask: u64,
     inodes: RwLock<Inodes>,
     ns: Mutex<()>,
     files: RwLock<HashMap<u64, Arc<FileH>>>,
@@ -454,6 +456,15 @@ impl Overlay {
         }
         let ndev = devs.len() as u64;
         let bits = 64 - (ndev.max(1) - 1).leading_zeros().min(64);
+        // Direct numbers use the bits below the top one (device index first when the layers
+        // are on several file systems); numbers from the counter start at the top bit.
+        let ino_bits: u32 = if o.ino32 { 32 } else { 64 };
+        if o.xino == Xino::On && ndev > 1 {
+            return Err(io::Error::other(format!(
+                "xino=on: the layers are on {ndev} file systems, and inode numbers from file handles are not \
+                 implemented (use xino=off or xino=auto)"
+            )));
+        }
         let ttl = o.timeout;
         let want_passthrough = initial_root() && std::env::var_os("FUSE_OVERLAYFS_NO_PASSTHROUGH").is_none() && o.fsync;
         let fs = Overlay {
@@ -464,8 +475,9 @@ impl Overlay {
             tmp_seq: AtomicU64::new(0),
             ttl,
             same_dev: ndev == 1,
-            dev_shift: 63 - bits,
-            inodes: RwLock::new(Inodes { next_fallback: 1 << 63, ..Default::default() }),
+            dev_shift: (ino_bits - 1).saturating_sub(bits),
+            ino_mask: if o.ino32 { u32::MAX as u64 } else { u64::MAX },
+            inodes: RwLock::new(Inodes { next_fallback: 1 << (ino_bits - 1), ..Default::default() }),
             ns: Mutex::new(()),
             files: RwLock::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
@@ -625,8 +637,10 @@ impl Overlay {
     fn ino_peek(&self, g: &Inodes, layer: usize, ino: u64) -> Result<u64, u64> {
         let dev = self.layers[layer].dev_idx;
         let key = (dev, ino);
-        let direct = if self.same_dev {
+        let direct = if self.same_dev && ino & !self.ino_mask == 0 {
             Some(ino)
+        } else if self.same_dev {
+            None
         } else if ino >> self.dev_shift == 0 {
             Some((dev << self.dev_shift) | ino)
         } else {
@@ -640,7 +654,7 @@ impl Overlay {
         if let Some(&id) = g.fallback.get(&key) {
             return Ok(id);
         }
-        Err(direct.unwrap_or(ino).max(2))
+        Err((direct.unwrap_or(ino) & self.ino_mask).max(2))
     }
 
     fn ino_for(&self, g: &mut Inodes, layer: usize, ino: u64) -> u64 {
@@ -648,8 +662,12 @@ impl Overlay {
         if let Ok(id) = self.ino_peek(g, layer, ino) {
             return id;
         }
-        let id = g.next_fallback;
-        g.next_fallback += 1;
+        let mut id = g.next_fallback & self.ino_mask;
+        // Skip numbers a node holds directly (possible with ino32_t) and 0/1.
+        while id <= ROOT || g.nodes.contains_key(&id) {
+            id = (id + 1) & self.ino_mask;
+        }
+        g.next_fallback = id.wrapping_add(1);
         g.fallback.insert(key, id);
         id
     }

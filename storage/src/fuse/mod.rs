@@ -12,5 +12,5 @@ mod run;
 mod sys;
 
 pub use fs::{Overlay, Override, Stats};
-pub use options::{parse, Command, IdMap, OptError, Options, USAGE};
+pub use options::{parse, Command, IdMap, OptError, Options, Xino, USAGE};
 pub use run::{run, RunError};

@@ -76,6 +76,17 @@ impl IdMap {
     }
 }
 
+/// `xino=`: how inode numbers are made when the layers are on several file systems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Xino {
+    /// Node numbers (unique, not stable across mounts).
+    Off,
+    /// Stable numbers where possible, else as `Off` (here: as `Off`).
+    Auto,
+    /// Stable numbers required: the mount fails when they cannot be had.
+    On,
+}
+
 /// Everything the command line sets.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -103,6 +114,10 @@ pub struct Options {
     pub noxattrs: bool,
     /// `xattr_permissions=0|1|2`.
     pub xattr_permissions: u8,
+    /// `xino=off|auto|on`.
+    pub xino: Xino,
+    /// `ino32_t`: inode numbers fit in 32 bits.
+    pub ino32: bool,
     /// `fsync=0` / `volatile` clear it.
     pub fsync: bool,
     /// `writeback=0|1`.
@@ -172,8 +187,6 @@ const PASSTHROUGH_OPTS: &[&str] = &[
     "fscontext",
     "defcontext",
     "rootcontext",
-    "xino",
-    "ino32_t",
     "max_write",
     "fsname",
     "subtype",
@@ -285,6 +298,8 @@ pub fn parse(args: &[String], cwd: &Path) -> Result<Command, OptError> {
         static_nlink: false,
         noxattrs: false,
         xattr_permissions: 0,
+        xino: Xino::Off,
+        ino32: false,
         fsync: true,
         writeback: true,
         timeout: Duration::from_secs(1_000_000_000),
@@ -322,6 +337,15 @@ pub fn parse(args: &[String], cwd: &Path) -> Result<Command, OptError> {
                     _ => return Err(usage("invalid value for xattr_permissions")),
                 }
             }
+            "xino" => {
+                o.xino = match v {
+                    Some("off") => Xino::Off,
+                    Some("auto") => Xino::Auto,
+                    Some("on") => Xino::On,
+                    _ => return Err(usage("invalid value for xino (off, auto or on)")),
+                }
+            }
+            "ino32_t" => o.ino32 = parse_bool(k, v)?,
             "fsync" => o.fsync = parse_bool(k, v)?,
             "volatile" => o.fsync = false,
             "writeback" => o.writeback = parse_bool(k, v)?,
