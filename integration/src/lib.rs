@@ -23,7 +23,8 @@
 //!
 //! Environment: `NETD_BIN` (the netd to test; default `target/<profile>/netd`),
 //! `RPOD_PROBE_BIN`, `RPOD_REQUIRE_ROOT=1`, `RPOD_KEEP_ON_FAILURE=1` (leave a failed test's
-//! namespaces and directory in place).
+//! namespaces and directory in place). `PORTFWD_BIN` and `FUSE_OVERLAY_BIN` (default: the
+//! build's `portfwd` and `fuse-overlay`) for the rootless podman test.
 
 pub mod cmd;
 pub mod env;
@@ -37,7 +38,7 @@ pub use env::{
     print_skip, random_prefix, require_root, sock, Container, Env, Reply, HOST_IP4, HOST_IP6, UPSTREAM_IP4,
     UPSTREAM_IP6,
 };
-pub use netd::{netd, netd_raw, netd_with_env, workspace_bin, NetdOut};
+pub use netd::{netd, netd_raw, netd_with_env, warn_if_stale, workspace_bin, NetdOut};
 pub use netopts::{hex_id, Attach, Network, Opts, Port};
 pub use ns::Netns;
 pub use proc::Proc;

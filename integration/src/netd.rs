@@ -48,7 +48,7 @@ pub fn netd_bin() -> Result<PathBuf, String> {
     let p = workspace_bin("NETD_BIN", "netd", "build it with `cargo build -p netd`")?;
     if std::env::var_os("NETD_BIN").is_none() {
         static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| warn_if_stale(&p));
+        ONCE.call_once(|| warn_if_stale(&p, "netd", "netd"));
     }
     Ok(p)
 }
@@ -72,8 +72,10 @@ fn newest_source(dir: &Path, newest: &mut Option<(std::time::SystemTime, PathBuf
     }
 }
 
-fn warn_if_stale(bin: &Path) {
-    let Some(src) = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(|w| w.join("netd")) else {
+/// Prints a loud warning when a source file under the workspace folder `crate_dir` is newer
+/// than `bin` (`cargo test` does not rebuild other packages' binaries).
+pub fn warn_if_stale(bin: &Path, crate_dir: &str, package: &str) {
+    let Some(src) = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(|w| w.join(crate_dir)) else {
         return;
     };
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else { return };
@@ -84,7 +86,7 @@ fn warn_if_stale(bin: &Path) {
             use std::io::Write;
             let _ = writeln!(
                 std::io::stderr().lock(),
-                "\n!!!!!!!! WARNING: {} is older than {}: run `cargo build -p netd` !!!!!!!!\n",
+                "\n!!!!!!!! WARNING: {} is older than {}: run `cargo build -p {package}` !!!!!!!!\n",
                 bin.display(),
                 path.display()
             );

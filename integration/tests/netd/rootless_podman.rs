@@ -23,7 +23,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rpod_integration::cmd::{self, have_tool, Out};
-use rpod_integration::{print_skip, random_prefix, require_root, workspace_bin};
+use rpod_integration::{print_skip, random_prefix, require_root, warn_if_stale, workspace_bin};
 
 const USER: &str = "rpodtest";
 const PODMAN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -244,6 +244,12 @@ fn preconditions() -> Result<(u32, PathBuf, PathBuf), String> {
     let hint = "build it with `cargo build --workspace`";
     let portfwd = workspace_bin("PORTFWD_BIN", "portfwd", hint)?;
     let fuse = workspace_bin("FUSE_OVERLAY_BIN", "fuse-overlay", hint)?;
+    if std::env::var_os("PORTFWD_BIN").is_none() {
+        warn_if_stale(&portfwd, "portfwd", "portfwd");
+    }
+    if std::env::var_os("FUSE_OVERLAY_BIN").is_none() {
+        warn_if_stale(&fuse, "storage", "rpod-storage");
+    }
     Ok((uid, portfwd, fuse))
 }
 
