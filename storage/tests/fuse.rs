@@ -1027,3 +1027,29 @@ fn xino_and_ino32() {
     assert_eq!(fs::read_to_string(m.join("same")).unwrap(), "s");
     drop(fuse);
 }
+
+#[test]
+fn sigterm_writes_back_dirty_pages() {
+    if !require_root("sigterm_writes_back_dirty_pages") {
+        return;
+    }
+    let t = Tree::new();
+    let m = t.p("m");
+    // Without passthrough the kernel keeps written data in its writeback cache.
+    let mut fuse = Fuse::start_env(&t.opts(), &m, &[("FUSE_OVERLAYFS_NO_PASSTHROUGH", "1")]);
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut f = fs::File::create(m.join("dirty")).unwrap();
+    f.write_all(&data).unwrap();
+    // The file stays open (the mount is in use) while the daemon is told to stop.
+    nix::sys::signal::kill(fuse.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut c = fuse.child.take().unwrap();
+    let t0 = Instant::now();
+    while c.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(f);
+    drop(fuse);
+    let got = fs::read(t.p("u/dirty")).unwrap();
+    assert!(got == data, "written data reached the upper layer: {} of {} bytes", got.len(), data.len());
+}

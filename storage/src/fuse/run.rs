@@ -212,10 +212,20 @@ pub fn run(o: Options) -> Result<(), RunError> {
     let _ = std::thread::Builder::new().name("signals".into()).spawn(move || {
         if let Ok(sig) = set.wait() {
             tracing::info!("{sig:?}: unmounting");
+            // Dirty pages of the kernel's writeback cache reach the layers only through us:
+            // write them back while we still serve, and again just before leaving (files
+            // still open keep the detached mount in use).
+            let root = std::fs::File::open(&mp).ok();
+            if let Some(r) = &root {
+                let _ = nix::unistd::syncfs(r);
+            }
             unmount(&mp);
             // A copy of the mount in another mount namespace keeps the connection alive;
             // exiting closes /dev/fuse, which ends it there too.
             std::thread::sleep(std::time::Duration::from_millis(500));
+            if let Some(r) = &root {
+                let _ = nix::unistd::syncfs(r);
+            }
             std::process::exit(0);
         }
     });
