@@ -1053,3 +1053,60 @@ fn sigterm_writes_back_dirty_pages() {
     let got = fs::read(t.p("u/dirty")).unwrap();
     assert!(got == data, "written data reached the upper layer: {} of {} bytes", got.len(), data.len());
 }
+
+#[test]
+fn podman_uses_fuse_overlay_as_mount_program() {
+    if !require_root("podman_uses_fuse_overlay_as_mount_program") {
+        return;
+    }
+    if Command::new("podman").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
+        eprintln!("SKIPPED podman_uses_fuse_overlay_as_mount_program: podman is not installed");
+        return;
+    }
+    let t = Tree::new();
+    // An image from a tarball: Debian's static busybox and relative applet links.
+    let rootfs = t.p("rootfs/bin");
+    fs::create_dir_all(&rootfs).unwrap();
+    fs::copy("/bin/busybox", rootfs.join("busybox")).unwrap();
+    for a in ["sh", "echo", "cat", "grep"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join(a)).unwrap();
+    }
+    let tar = t.p("rootfs.tar");
+    assert!(Command::new("tar").arg("-C").arg(t.p("rootfs")).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
+    let conf = t.p("containers.conf");
+    fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+         [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+    )
+    .unwrap();
+    // podman runs in a private mount namespace with its own /run: everything it mounts goes
+    // away with the namespace.
+    let script = format!(
+        "mount -t tmpfs none /run
+         export CONTAINERS_CONF={conf}
+         P=\"podman --root {root} --runroot {runroot} --storage-driver overlay --storage-opt overlay.mount_program={bin}\"
+         $P import {tar} localhost/fuse-overlay-test >/dev/null 2>&1
+         $P run --rm --network none localhost/fuse-overlay-test sh -c 'echo hi > /f; cat /f; grep \" / \" /proc/mounts'
+         $P run --name keep --network none localhost/fuse-overlay-test sh -c 'cat /g 2>/dev/null; echo kept > /g'
+         $P start -a keep
+         $P rm keep >/dev/null
+         grep -c fuse.fuse-overlay /proc/self/mounts || true",
+        conf = conf.display(),
+        root = t.p("root").display(),
+        runroot = t.p("runroot").display(),
+        bin = BIN,
+        tar = tar.display(),
+    );
+    let out = Command::new("timeout")
+        .args(["120", "unshare", "-m", "--propagation", "private", "sh", "-euc", &script])
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "podman: {so} {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = so.lines().collect();
+    assert_eq!(lines[0], "hi", "{so}");
+    assert!(lines[1].starts_with("fuse-overlay / fuse.fuse-overlay "), "container root: {so}");
+    assert_eq!(lines[2], "kept", "the upper layer persists between runs: {so}");
+    assert_eq!(lines[3], "0", "every mount is gone after the containers: {so}");
+}
