@@ -2163,9 +2163,17 @@ impl Filesystem for Overlay {
             }
             off = 2;
         }
+        // The directory opened once per layer (resolving its path costs an openat2 each time).
+        let mut dirfds: HashMap<usize, Option<OwnedFd>> = HashMap::new();
         for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
             let Ok(path) = sys::join(&dir.path, &e.name) else { continue };
-            let Ok(st) = sys::fstatat(self.layers[e.layer].fd(), &path) else { continue };
+            let dfd = dirfds.entry(e.layer).or_insert_with(|| {
+                let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+                sys::openat(self.layers[e.layer].fd(), &dir.path, flags, 0).ok()
+            });
+            let Some(dfd) = dfd else { continue };
+            let Ok(name) = sys::cstr(e.name.as_bytes()) else { continue };
+            let Ok(st) = sys::fstatat(dfd.as_fd(), &name) else { continue };
             let bottom = if sys::fmt(&st) == libc::S_IFDIR {
                 self.compute_bottom(&path, Some((&dir.path, &e.name)), e.layer, dir.bottom)
             } else {
