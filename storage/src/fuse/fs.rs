@@ -252,6 +252,16 @@ struct Info {
     fmt: u32,
 }
 
+/// What one layer has for a name.
+enum Probe {
+    /// An object (maybe a whiteout device).
+    Found(libc::stat),
+    /// A `.wh.NAME` file.
+    Whiteout,
+    /// Nothing.
+    Absent,
+}
+
 /// Where a name was found.
 struct Found {
     layer: usize,
@@ -593,6 +603,25 @@ impl Overlay {
         b
     }
 
+    /// What layer `l` has for `name` (C string `cname`, whiteout file `whname`) in directory
+    /// `dir`: the directory is opened once for both questions.
+    fn probe(&self, l: usize, dir: &CStr, cname: &CStr, whname: &CStr) -> Result<Probe, Errno> {
+        let look = |d: BorrowedFd<'_>| match sys::fstatat(d, cname) {
+            Ok(st) => Ok(Probe::Found(st)),
+            Err(e) if no_ent(&e) => Ok(if sys::fstatat(d, whname).is_ok() { Probe::Whiteout } else { Probe::Absent }),
+            Err(e) => Err(ioerr(e)),
+        };
+        if dir.to_bytes() == b"." {
+            return look(self.layers[l].fd());
+        }
+        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        match sys::openat(self.layers[l].fd(), dir, flags, 0) {
+            Ok(d) => look(d.as_fd()),
+            Err(e) if no_ent(&e) || e.raw_os_error() == Some(libc::ELOOP) => Ok(Probe::Absent),
+            Err(e) => Err(ioerr(e)),
+        }
+    }
+
     /// Finds `name` in the directory `p`.
     fn find_child(&self, p: &Info, name: &OsStr) -> Result<Option<Found>, Errno> {
         if p.fmt != libc::S_IFDIR {
@@ -602,9 +631,11 @@ impl Overlay {
             return Ok(None);
         }
         let path = sys::join(&p.path, name).map_err(ioerr)?;
+        let cname = sys::cstr(name.as_bytes()).map_err(ioerr)?;
+        let whname = sys::cstr(wh_name(name).as_bytes()).map_err(ioerr)?;
         for l in p.layer..=p.bottom {
-            match sys::fstatat(self.layers[l].fd(), &path) {
-                Ok(st) => {
+            match self.probe(l, &p.path, &cname, &whname)? {
+                Probe::Found(st) => {
                     if sys::is_whiteout(&st) {
                         return Ok(None);
                     }
@@ -615,12 +646,8 @@ impl Overlay {
                     };
                     return Ok(Some(Found { layer: l, st, bottom }));
                 }
-                Err(e) if no_ent(&e) => {
-                    if self.wh_exists(l, &p.path, name) {
-                        return Ok(None);
-                    }
-                }
-                Err(e) => return Err(ioerr(e)),
+                Probe::Whiteout => return Ok(None),
+                Probe::Absent => {}
             }
         }
         Ok(None)
@@ -1256,11 +1283,12 @@ impl Overlay {
         }
         // One pass over the layers: is the name visible, is it in a lower layer, and is
         // there a whiteout in the upper layer to remove.
-        let path = sys::join(&p.path, name).map_err(ioerr)?;
+        let cname = sys::cstr(name.as_bytes()).map_err(ioerr)?;
+        let whname = sys::cstr(wh_name(name).as_bytes()).map_err(ioerr)?;
         let (mut hidden, mut below, mut upper_wh) = (false, false, false);
         for l in p.layer..=p.bottom {
-            match sys::fstatat(self.layers[l].fd(), &path) {
-                Ok(st) => {
+            match self.probe(l, &p.path, &cname, &whname)? {
+                Probe::Found(st) => {
                     below |= l > 0;
                     if sys::is_whiteout(&st) {
                         upper_wh |= l == 0;
@@ -1269,13 +1297,13 @@ impl Overlay {
                         return Err(Errno::EEXIST);
                     }
                 }
-                Err(e) if no_ent(&e) => {
-                    if !hidden && self.wh_exists(l, &p.path, name) {
+                Probe::Whiteout => {
+                    if !hidden {
                         upper_wh |= l == 0;
                         hidden = true;
                     }
                 }
-                Err(e) => return Err(ioerr(e)),
+                Probe::Absent => {}
             }
         }
         if upper_wh {
