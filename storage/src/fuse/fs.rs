@@ -1641,32 +1641,53 @@ impl Overlay {
         self.copy_up_locked(id, size != Some(0))?;
         let i = self.info(id)?;
         let up = self.upper()?;
-        let abs = up.abs(&i.path).map_err(ioerr)?;
+        // The parent directory is resolved once for all the changes.
+        let (parent, name) = self.split_path(0, &i.path)?;
+        let dir = parent.as_ref().map(|p| p.as_fd()).unwrap_or(up.fd());
+        let abs = sys::proc_path(dir, &name).map_err(ioerr)?;
         if let Some((du, dg)) = owner {
             if self.squashing() {
-                let _ = self.set_owner(up.fd(), &i.path, &abs, i.fmt, 0, Some((du, dg)), None);
+                let _ = self.set_owner(dir, &name, &abs, i.fmt, 0, Some((du, dg)), None);
             } else {
-                self.set_owner(up.fd(), &i.path, &abs, i.fmt, 0, Some((du, dg)), None).map_err(ioerr)?;
+                self.set_owner(dir, &name, &abs, i.fmt, 0, Some((du, dg)), None).map_err(ioerr)?;
             }
         }
         if let Some(m) = mode {
-            self.set_owner(up.fd(), &i.path, &abs, i.fmt, 0, None, Some(m)).map_err(ioerr)?;
+            self.set_owner(dir, &name, &abs, i.fmt, 0, None, Some(m)).map_err(ioerr)?;
         }
         if let Some(sz) = size {
             let h = fh.and_then(|fh| rl(&self.files).get(&fh.0).cloned());
             match h {
                 Some(h) if h.node == id => sys::ftruncate(h.fd.as_fd(), sz).map_err(ioerr)?,
                 _ => {
-                    let fd = sys::openat(up.fd(), &i.path, libc::O_WRONLY | libc::O_NOFOLLOW, 0).map_err(ioerr)?;
+                    let fd = sys::openat(dir, &name, libc::O_WRONLY | libc::O_NOFOLLOW, 0).map_err(ioerr)?;
                     sys::ftruncate(fd.as_fd(), sz).map_err(ioerr)?;
                 }
             }
         }
         if atime.is_some() || mtime.is_some() {
             let t = [timespec(atime), timespec(mtime)];
-            sys::utimensat(up.fd(), &i.path, &t).map_err(ioerr)?;
+            sys::utimensat(dir, &name, &t).map_err(ioerr)?;
         }
-        self.do_getattr(id, fh)
+        match sys::fstatat(dir, &name) {
+            Ok(st) => Ok(self.attr_at(id, 0, XTarget::Path(&abs), &st)),
+            Err(_) => self.do_getattr(id, fh),
+        }
+    }
+
+    /// The parent directory of `path` in layer `l`, opened beneath the layer root (`None`:
+    /// the root itself), and the last component.
+    fn split_path(&self, l: usize, path: &CStr) -> Result<(Option<OwnedFd>, CString), Errno> {
+        let b = path.to_bytes();
+        match b.iter().rposition(|c| *c == b'/') {
+            None => Ok((None, path.to_owned())),
+            Some(i) => {
+                let parent = sys::cstr(&b[..i]).map_err(ioerr)?;
+                let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+                let fd = sys::openat(self.layers[l].fd(), &parent, flags, 0).map_err(ioerr)?;
+                Ok((Some(fd), sys::cstr(&b[i + 1..]).map_err(ioerr)?))
+            }
+        }
     }
 
     fn xattr_target(&self, id: u64) -> Result<(sys::ProcPath, usize), Errno> {
