@@ -478,6 +478,33 @@ fn rootless_containers_ports_pods_and_storage() {
         eprintln!("fuse-overlay is not built: skipping the mount_program case");
     }
 
+    // The monitor killed: its portfwd (which holds no copy of its own exit pipe) ends too.
+    let id = w.ok(u, &["inspect", "-f", "{{.Id}}", "web"]).trim().to_owned();
+    // Host PIDs of the user's processes whose command line has all of `words`.
+    let find = |words: &[&str]| -> Vec<u32> {
+        w.procs_of(uid)
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).into_owned();
+                words.iter().all(|x| cmd.contains(x))
+            })
+            .collect()
+    };
+    let short = &id[..16];
+    assert!(!find(&["portfwd", short]).is_empty(), "web's portfwd: {:?}", w.procs_of(uid));
+    let mon = find(&["__monitor", &id]);
+    assert_eq!(mon.len(), 1, "web's monitor: {:?}", w.procs_of(uid));
+    let o = Command::new("kill").args(["-9", &mon[0].to_string()]).output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let end = Instant::now() + Duration::from_secs(3);
+    while !find(&["portfwd", short]).is_empty() {
+        assert!(Instant::now() < end, "web's portfwd still runs after its monitor was killed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(w.curl(&format!("http://127.0.0.1:{port}/")).code, 0);
+
     // Stop: portfwd ends with the container.
     w.ok(u, &["rm", "-f", "-t", "0", "web"]);
     assert_ne!(w.curl(&format!("http://127.0.0.1:{port}/")).code, 0);

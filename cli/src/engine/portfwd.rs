@@ -74,9 +74,10 @@ pub struct Started {
     pub exit: Option<OwnedFd>,
 }
 
-/// Duplicates `fd` to a number of at least 10 (close-on-exec; the child clears that flag).
-fn high(fd: &OwnedFd) -> anyhow::Result<OwnedFd> {
-    let n = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).context("dup")?;
+/// Moves `fd` to a number of at least 10 (close-on-exec; the child clears that flag). The
+/// original is closed, so no second copy outlives this.
+fn high(fd: OwnedFd) -> anyhow::Result<OwnedFd> {
+    let n = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).context("dup")?;
     // SAFETY: fcntl(F_DUPFD_CLOEXEC) returned a new descriptor that nothing else owns.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) })
 }
@@ -95,11 +96,15 @@ pub fn start(bin: &Path, netns: &Path, api: &Path, pidfile: &Path, exit_fd: bool
     let _ = std::fs::remove_file(api);
     let log_path = pidfile.with_extension("log");
     let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let (ready_r, ready_w) = nix::unistd::pipe().context("pipe")?;
-    let ready_w = high(&ready_w)?;
+    // Every end is close-on-exec: the child gets exactly the two descriptors whose flag its
+    // pre_exec clears (its ready writer and exit reader), never the exit pipe's writer (it
+    // would hold itself alive) nor a second ready writer (the reader would never see EOF).
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let (ready_r, ready_w) = nix::unistd::pipe2(cloexec).context("pipe")?;
+    let ready_w = high(ready_w)?;
     let (exit_r, exit_w) = if exit_fd {
-        let (r, w) = nix::unistd::pipe().context("pipe")?;
-        (Some(high(&r)?), Some(w))
+        let (r, w) = nix::unistd::pipe2(cloexec).context("pipe")?;
+        (Some(high(r)?), Some(w))
     } else {
         (None, None)
     };
