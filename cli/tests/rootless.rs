@@ -570,9 +570,15 @@ fn rootless_bridge_networks() {
     w.curl_until(&url, "hello-from-rpod\n");
     // A pod on the bridge network: reached by its name and through its port.
     let pport = 22081u16;
-    w.ok(u, &["pod", "create", "--name", "p2", "--network", "n1", "-p", &format!("{pport}:80")]);
+    w.ok(u, &["pod", "create", "--name", "p2", "--network", "n1", "-p", &format!("127.0.0.2:{pport}:80")]);
     w.ok(u, &["run", "-d", "--pod", "p2", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
-    w.curl_until(&format!("http://127.0.0.1:{pport}/"), "hello-from-rpod\n");
+    let purl = format!("http://127.0.0.2:{pport}/");
+    w.curl_until(&purl, "hello-from-rpod\n");
+    // The same port on another address, refused for another container: what it undoes
+    // leaves the pod's forward in the shared forwarder alone.
+    let other = format!("127.0.0.1:{pport}:80");
+    w.fails(u, &["run", "--rm", "--network", "n1", "-p", &other, IMG, "true"]);
+    w.curl_until(&purl, "hello-from-rpod\n");
     assert_eq!(w.ok(u, &["run", "--rm", "--network", "n1", IMG, "wget", "-qO-", "http://p2/"]), "hello-from-rpod\n");
     w.ok(u, &["pod", "rm", "-f", "p2"]);
     // The last user leaves: the rootless netns and its helpers go.

@@ -254,9 +254,12 @@ fn remove_ids(sock: &Path, ids: &[u64]) {
     }
 }
 
-/// Removes the forwards of these mappings (matched by protocol and host port).
+/// Removes the forwards of these mappings, matched by protocol, host address and host port
+/// (a shared forwarder may hold another container's forward of the same port on another
+/// address).
 pub fn remove_ports(sock: &Path, ports: &[PortMapping]) -> anyhow::Result<()> {
-    let want: BTreeSet<(String, u16)> = expand(ports).into_iter().map(|(p, _, hp, _)| (p, hp)).collect();
+    let want: BTreeSet<(String, String, u16)> =
+        expand(ports).into_iter().map(|(p, host, hp, _)| (p, norm_addr(&host), hp)).collect();
     if want.is_empty() {
         return Ok(());
     }
@@ -264,8 +267,9 @@ pub fn remove_ports(sock: &Path, ports: &[PortMapping]) -> anyhow::Result<()> {
     let mut ids = Vec::new();
     for e in list.get("entries").and_then(Value::as_array).cloned().unwrap_or_default() {
         let proto = e.get("proto").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let addr = norm_addr(e.get("host_addr").and_then(Value::as_str).unwrap_or_default());
         let port = e.get("host_port").and_then(Value::as_u64).unwrap_or(0);
-        if want.contains(&(proto, port as u16)) {
+        if want.contains(&(proto, addr, port as u16)) {
             if let Some(id) = e.get("id").and_then(Value::as_u64) {
                 ids.push(id);
             }
@@ -273,6 +277,15 @@ pub fn remove_ports(sock: &Path, ports: &[PortMapping]) -> anyhow::Result<()> {
     }
     remove_ids(sock, &ids);
     Ok(())
+}
+
+/// A host address as the forwarder lists it: empty means every address.
+fn norm_addr(a: &str) -> String {
+    match a.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) if a.is_empty() => "0.0.0.0".to_owned(),
+        Err(_) => a.to_owned(),
+    }
 }
 
 /// Stops the program of a pid file and removes its files. SIGKILL: it keeps no state, and
