@@ -586,6 +586,12 @@ fn rootless_bridge_networks() {
     w.wait_no_helpers(u);
     let ns = w.run_dir(u).join("rootless-netns/netns");
     assert!(!ns.exists(), "{} is left", ns.display());
+    // A start that fails after the rootless netns was made for it (an IPv6 host address
+    // cannot be published): the netns and its forwarder go again.
+    let e = w.fails(u, &["run", "--rm", "--network", "n1", "-p", "[::1]:22090:80", IMG, "true"]);
+    assert!(e.contains("IPv4"), "{e}");
+    w.wait_no_helpers(u);
+    assert!(!ns.exists(), "{} is left after a failed start", ns.display());
     // Gone while in use (unmounted under it): detected and rebuilt by the next command.
     w.ok(
         u,

@@ -692,6 +692,13 @@ pub fn prepare(engine: &Engine, c: &Container) -> anyhow::Result<()> {
         if netns_made {
             super::remove_netns(&netns);
         }
+        // The rootless netns, when this setup made it and nothing else uses it.
+        if crate::rootless::is_rootless()
+            && c.config.pod.is_none()
+            && matches!(&c.config.net, NetMode::Bridge(n) if !n.is_empty())
+        {
+            super::rootless_net::teardown_if_unused(engine, &c.id);
+        }
         let _ = engine.store.unmount(&c.id);
     }
     res

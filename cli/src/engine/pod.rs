@@ -136,6 +136,10 @@ pub fn up(engine: &Engine, pod_id: &str) -> anyhow::Result<Pod> {
     if let Err(e) = res {
         lifecycle::stop_portfwd(&p.id);
         super::remove_netns(&netns);
+        // The rootless netns, when this setup made it and nothing else uses it.
+        if crate::rootless::is_rootless() && matches!(p.config.net, NetMode::Bridge(_)) {
+            super::rootless_net::teardown_if_unused(engine, &p.id);
+        }
         return Err(e);
     }
     get(engine, pod_id)
