@@ -122,9 +122,15 @@ pub fn up(engine: &Engine, pod_id: &str) -> anyhow::Result<Pod> {
     }
     let netns = Engine::netns_path(&p.id);
     super::create_netns(&netns, true)?;
+    // The options netd set up with, once it did (torn down again on a later error).
+    let mut net_up = None;
     let res = (|| -> anyhow::Result<()> {
         let status = match network_options(engine, &p)? {
-            Some(o) => engine.netd_setup(&netns, &o)?,
+            Some(o) => {
+                let s = engine.netd_setup(&netns, &o)?;
+                net_up = Some(o);
+                s
+            }
             None => BTreeMap::new(),
         };
         if p.config.net == NetMode::Portfwd {
@@ -134,6 +140,11 @@ pub fn up(engine: &Engine, pod_id: &str) -> anyhow::Result<Pod> {
         engine.db.set_pod_status(&p.id, &status)
     })();
     if let Err(e) = res {
+        if let Some(o) = &net_up {
+            if let Err(e) = engine.netd("teardown", &netns, o) {
+                tracing::warn!(pod = %p.id, error = %format!("{e:#}"), "network teardown failed");
+            }
+        }
         lifecycle::stop_portfwd(&p.id);
         super::remove_netns(&netns);
         // The rootless netns, when this setup made it and nothing else uses it.
