@@ -698,17 +698,23 @@ fn rootless_faults_and_isolation() {
     w.ok(a, &["network", "create", "n1"]);
     w.ok(a, &["run", "-d", "--name", "c1", "-p", &format!("{port}:80"), IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
     w.ok(a, &["run", "-d", "--name", "c2", "--network", "n1", IMG, "sleep", "1000"]);
+    // And a pod on the bridge network: its namespace file outlives the mount (a plain file).
+    w.ok(a, &["pod", "create", "--name", "pc", "--network", "n1"]);
+    w.ok(a, &["run", "-d", "--pod", "pc", "--name", "c3", IMG, "sleep", "1000"]);
     let o = w.exec(Some(a), false, "kill", &["-9", "-1"]);
     assert_ne!(o.code, -1, "{o:?}");
     std::thread::sleep(Duration::from_millis(200));
     assert!(w.procs_of(uid_of(a)).is_empty(), "{:?}", w.procs_of(uid_of(a)));
     let ps = w.ok(a, &["ps", "-a"]);
     assert!(ps.contains("c1") && ps.contains("c2") && !ps.contains("Up "), "{ps}");
-    w.ok(a, &["start", "c1", "c2"]);
+    w.ok(a, &["start", "c1", "c2", "c3"]);
     w.curl_until(&url, "hello-from-rpod\n");
     let o = w.ok(a, &["exec", "c2", "cat", "/etc/hosts"]);
     assert!(o.contains("10.89.0."), "{o}");
-    w.ok(a, &["rm", "-f", "-t", "0", "c1", "c2"]);
+    let o = w.ok(a, &["exec", "c3", "cat", "/etc/hosts"]);
+    assert!(o.contains("10.89.0."), "{o}");
+    w.ok(a, &["rm", "-f", "-t", "0", "c1", "c2", "c3"]);
+    w.ok(a, &["pod", "rm", "-f", "pc"]);
     w.ok(a, &["network", "rm", "n1"]);
     w.wait_no_helpers(a);
     // Without XDG_RUNTIME_DIR: /tmp/rpod-<uid>, which another user cannot plant.

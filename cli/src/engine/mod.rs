@@ -445,6 +445,13 @@ fn set_lo_up() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether `path` is a mounted network namespace (an nsfs mount), not a plain file left
+/// behind when the mount namespace that held the mount went away.
+pub fn netns_mounted(path: &Path) -> bool {
+    const NSFS_MAGIC: libc::__fsword_t = 0x6e73_6673;
+    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type() == nix::sys::statfs::FsType(NSFS_MAGIC)).unwrap_or(false)
+}
+
 /// Unmounts and removes a network namespace file (no error if absent).
 pub fn remove_netns(path: &Path) {
     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);

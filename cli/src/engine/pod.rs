@@ -108,9 +108,10 @@ fn pod_lock(engine: &Engine, id: &str) -> anyhow::Result<Flock<File>> {
     Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))
 }
 
-/// Whether the pod's network namespace is up.
+/// Whether the pod's network namespace is up (mounted: a plain file left after the mount
+/// namespace that held it went away is not).
 pub fn is_up(p: &Pod) -> bool {
-    Engine::netns_path(&p.id).exists()
+    super::netns_mounted(&Engine::netns_path(&p.id))
 }
 
 /// Brings the pod's network namespace up (no-op when it is); returns the pod, refreshed.
@@ -160,7 +161,10 @@ pub fn up(engine: &Engine, pod_id: &str) -> anyhow::Result<Pod> {
 pub fn down(engine: &Engine, p: &Pod) {
     let Ok(_l) = pod_lock(engine, &p.id) else { return };
     let netns = Engine::netns_path(&p.id);
-    if !netns.exists() {
+    if !super::netns_mounted(&netns) {
+        // Gone with the mount namespace that held it: its file and forwarder are left.
+        lifecycle::stop_portfwd(&p.id);
+        super::remove_netns(&netns);
         return;
     }
     match network_options(engine, p) {

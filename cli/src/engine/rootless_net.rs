@@ -68,8 +68,7 @@ pub fn guest() -> IpAddr {
 
 /// Whether `path` is a mounted network namespace.
 fn mounted(path: &Path) -> bool {
-    const NSFS_MAGIC: libc::__fsword_t = 0x6e73_6673;
-    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type() == nix::sys::statfs::FsType(NSFS_MAGIC)).unwrap_or(false)
+    super::netns_mounted(path)
 }
 
 /// Whether the namespace is up (mounted).
@@ -207,7 +206,7 @@ pub fn teardown_if_unused(engine: &Engine, leaving: &str) {
             c.id != leaving
                 && c.config.pod.is_none()
                 && matches!(&c.config.net, NetMode::Bridge(n) if !n.is_empty())
-                && (c.state == State::Running || Engine::netns_path(&c.id).exists())
+                && (c.state == State::Running || super::netns_mounted(&Engine::netns_path(&c.id)))
         })
     });
     let pods_in_use = engine.db.pods().map(|ps| {
