@@ -267,17 +267,24 @@ fn enter(run_dir: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
     if let Some(pid) = read_pid_file(&pidfile) {
         match join(pid) {
             Ok(()) => return Ok(()),
-            Err(e) => tracing::info!(error = %format!("{e:#}"), "the pause process cannot be joined: rebuilding it"),
+            Err(JoinError::Fatal(e)) => return Err(e),
+            Err(JoinError::Retry(e)) => {
+                tracing::info!(error = %format!("{e:#}"), "the pause process cannot be joined: rebuilding it")
+            }
         }
     }
     // The pause process is gone. A monitor that still runs holds the same namespaces: join
     // them and start a new pause process there, so running containers stay in reach.
     for e in std::fs::read_dir(monitors_dir(run_dir)).into_iter().flatten().flatten() {
         if let Some(pid) = read_pid_file(&e.path()) {
-            if join(pid).is_ok() {
-                tracing::info!(monitor = pid, "rebuilding the pause process in a monitor's namespaces");
-                let pause = spawn_pause(false, uid, gid)?;
-                return write_pid_file(&pidfile, pause);
+            match join(pid) {
+                Ok(()) => {
+                    tracing::info!(monitor = pid, "rebuilding the pause process in a monitor's namespaces");
+                    let pause = spawn_pause(false, uid, gid)?;
+                    return write_pid_file(&pidfile, pause);
+                }
+                Err(JoinError::Fatal(e)) => return Err(e),
+                Err(JoinError::Retry(_)) => {}
             }
         } else {
             let _ = std::fs::remove_file(e.path());
@@ -285,20 +292,45 @@ fn enter(run_dir: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
     }
     let pause = spawn_pause(true, uid, gid)?;
     write_pid_file(&pidfile, pause)?;
-    join(pause)
+    Ok(join(pause)?)
+}
+
+/// Why [`join`] failed.
+enum JoinError {
+    /// Nothing changed: the caller may try other namespaces.
+    Retry(anyhow::Error),
+    /// The user namespace was joined but not the mount namespace: this process is half in
+    /// and cannot go back (setns to a parent user namespace is not allowed).
+    Fatal(anyhow::Error),
+}
+
+impl From<JoinError> for anyhow::Error {
+    fn from(e: JoinError) -> Self {
+        match e {
+            JoinError::Retry(e) | JoinError::Fatal(e) => e,
+        }
+    }
 }
 
 /// Joins the user and mount namespaces of `pid`, staying in the same working directory.
-fn join(pid: i32) -> anyhow::Result<()> {
+fn join(pid: i32) -> Result<(), JoinError> {
     let cwd = std::env::current_dir().ok();
-    let user = File::open(format!("/proc/{pid}/ns/user")).context("opening the user namespace")?;
-    let mnt = File::open(format!("/proc/{pid}/ns/mnt")).context("opening the mount namespace")?;
+    let user =
+        File::open(format!("/proc/{pid}/ns/user")).context("opening the user namespace").map_err(JoinError::Retry)?;
+    let mnt =
+        File::open(format!("/proc/{pid}/ns/mnt")).context("opening the mount namespace").map_err(JoinError::Retry)?;
     let own = std::fs::metadata("/proc/self/ns/user").map(|m| m.ino()).ok();
     if own.is_some() && own == user.metadata().map(|m| m.ino()).ok() {
-        anyhow::bail!("process {pid} is not in a user namespace of its own");
+        return Err(JoinError::Retry(anyhow::anyhow!("process {pid} is not in a user namespace of its own")));
     }
-    nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER).context("joining the user namespace")?;
-    nix::sched::setns(mnt.as_fd(), CloneFlags::CLONE_NEWNS).context("joining the mount namespace")?;
+    nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
+        .context("joining the user namespace")
+        .map_err(JoinError::Retry)?;
+    if let Err(e) = nix::sched::setns(mnt.as_fd(), CloneFlags::CLONE_NEWNS) {
+        return Err(JoinError::Fatal(anyhow::anyhow!(
+            "joined the user namespace of process {pid} but not its mount namespace ({e}): cannot go on half inside; run the command again"
+        )));
+    }
     if let Some(d) = cwd {
         let _ = std::env::set_current_dir(d);
     }
