@@ -115,22 +115,54 @@ pub fn init() -> anyhow::Result<()> {
 }
 
 /// The user's run directory: `$XDG_RUNTIME_DIR/rpod`, else `/tmp/rpod-<uid>`; created
-/// private (0700) and checked.
+/// private (0700) and checked. An `XDG_RUNTIME_DIR` another user owns (left set by `su`) is
+/// passed over for `/tmp/rpod-<uid>`, as podman does.
 pub fn run_dir_for(uid: u32) -> anyhow::Result<PathBuf> {
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute()) {
-        Some(x) => {
-            check_private(&x, uid, false).with_context(|| format!("XDG_RUNTIME_DIR {}", x.display()))?;
-            x.join("rpod")
-        }
-        None => PathBuf::from(format!("/tmp/rpod-{uid}")),
+    let fallback = PathBuf::from(format!("/tmp/rpod-{uid}"));
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute());
+    let dir = match xdg {
+        Some(x) => match std::fs::symlink_metadata(&x) {
+            Ok(m) if m.file_type().is_dir() && m.uid() != uid => {
+                tracing::warn!(
+                    "XDG_RUNTIME_DIR {} is owned by {}, not by you: using {}",
+                    x.display(),
+                    owner_name(m.uid()),
+                    fallback.display()
+                );
+                fallback
+            }
+            _ => {
+                check_private(&x, uid, false).with_context(|| format!("XDG_RUNTIME_DIR {}", x.display()))?;
+                x.join("rpod")
+            }
+        },
+        None => fallback,
     };
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e).with_context(|| format!("creating the run directory {}", dir.display())),
     }
+    if let Ok(m) = std::fs::symlink_metadata(&dir) {
+        if m.uid() != uid {
+            anyhow::bail!(
+                "the run directory {} is owned by {}, not by you (uid {uid}): set XDG_RUNTIME_DIR to a private directory of yours (or have {} removed)",
+                dir.display(),
+                owner_name(m.uid()),
+                dir.display()
+            );
+        }
+    }
     check_private(&dir, uid, true)?;
     Ok(dir)
+}
+
+/// A user's name and uid (the uid alone when it has no name).
+fn owner_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("{} (uid {uid})", u.name),
+        _ => format!("uid {uid}"),
+    }
 }
 
 /// Checks that `dir` is a real directory owned by `uid` (and, when `strict`, with no access

@@ -724,12 +724,17 @@ fn rootless_faults_and_isolation() {
     let o = w.exec(Some(b), true, w.bin.join("rpod").to_str().unwrap(), &["ps"]);
     assert_eq!(o.code, 125, "{o:?}");
     assert!(o.stderr.contains("not by you"), "{o:?}");
+    assert!(o.stderr.contains(&format!("owned by {a} ")) && o.stderr.contains("XDG_RUNTIME_DIR"), "{o:?}");
     let o = w.exec(None, false, "rmdir", &[&planted]);
     assert_eq!(o.code, 0, "{o:?}");
     let o = w.exec(Some(b), true, w.bin.join("rpod").to_str().unwrap(), &["ps", "-a"]);
     assert_eq!(o.code, 0, "{o:?}");
     let o = w.exec(None, false, "stat", &["-c", "%U %a", &planted]);
     assert_eq!(o.stdout, format!("{b} 700\n"), "{o:?}");
+    // XDG_RUNTIME_DIR left pointing at another user's (after su): /tmp/rpod-<uid> instead.
+    let xdg = format!("XDG_RUNTIME_DIR={}", w.rt(a).display());
+    let o = w.exec(Some(b), true, "env", &[&xdg, w.bin.join("rpod").to_str().unwrap(), "ps", "-a"]);
+    assert_eq!(o.code, 0, "{o:?}");
     // Nothing runs with real root.
     for (pid, real, comm) in w.procs() {
         assert_ne!(real, 0, "process {pid} ({comm}) runs as root");
