@@ -57,6 +57,8 @@ const OPAQUE_XATTRS: [&CStr; 3] = [c"trusted.overlay.opaque", c"user.overlay.opa
 const PRIVATE_XATTRS: &[&[u8]] =
     &[b"trusted.overlay.", b"user.overlay.", b"user.fuseoverlayfs.", b"security.fuseoverlayfs.", b"user.containers."];
 
+const CAPS_XATTR: &[u8] = b"security.capability";
+
 fn is_private_xattr(name: &[u8]) -> bool {
     PRIVATE_XATTRS.iter().any(|p| name.starts_with(p))
 }
@@ -179,6 +181,10 @@ struct Node {
     /// Opens served through the page cache while passthrough is on (the kernel does not mix
     /// the two modes on one inode).
     cached_opens: usize,
+    /// Known to have no `security.capability` xattr (a file we just created and nobody set
+    /// one on since): the kernel's GETXATTR of it before each write and chown is answered
+    /// without resolving the path.
+    no_caps: bool,
 }
 
 #[derive(Default)]
@@ -515,6 +521,7 @@ impl Overlay {
                 lookups: 1,
                 backing: None,
                 cached_opens: 0,
+                no_caps: false,
             },
         );
         Ok(fs)
@@ -727,6 +734,7 @@ impl Overlay {
                 lookups: 0,
                 backing: None,
                 cached_opens: 0,
+                no_caps: false,
             });
             n.layer = f.layer;
             n.bottom = f.bottom;
@@ -1437,6 +1445,9 @@ impl Overlay {
         }
         let attr = self.finish_create(parent, name, &path, &st);
         let id = attr.ino.0;
+        if let Some(n) = wl(&self.inodes).nodes.get_mut(&id) {
+            n.no_caps = true;
+        }
         Ok((attr, fd, id))
     }
 
@@ -1687,6 +1698,19 @@ impl Overlay {
                 let fd = sys::openat(self.layers[l].fd(), &parent, flags, 0).map_err(ioerr)?;
                 Ok((Some(fd), sys::cstr(&b[i + 1..]).map_err(ioerr)?))
             }
+        }
+    }
+
+    /// Before a change of xattr `name` of node `id`: if it is `security.capability`, no node
+    /// of the same file is known to lack one any more.
+    fn caps_may_change(&self, id: u64, name: &OsStr) {
+        if name.as_bytes() != CAPS_XATTR {
+            return;
+        }
+        let mut g = wl(&self.inodes);
+        let Some(key) = g.nodes.get(&id).map(|n| n.key) else { return };
+        for n in g.nodes.values_mut().filter(|n| n.key == key) {
+            n.no_caps = false;
         }
     }
 
@@ -2285,6 +2309,7 @@ impl Filesystem for Overlay {
         if is_private_xattr(name.as_bytes()) {
             return reply.error(Errno::EPERM);
         }
+        self.caps_may_change(ino.0, name);
         let r = (|| {
             self.copy_up_locked(ino.0, true)?;
             let (abs, _) = self.xattr_target(ino.0)?;
@@ -2300,6 +2325,9 @@ impl Filesystem for Overlay {
             return reply.error(Errno::ENOSYS);
         }
         if is_private_xattr(name.as_bytes()) {
+            return reply.error(Errno::ENODATA);
+        }
+        if name.as_bytes() == CAPS_XATTR && rl(&self.inodes).nodes.get(&ino.0).is_some_and(|n| n.no_caps) {
             return reply.error(Errno::ENODATA);
         }
         let r = (|| {
@@ -2350,6 +2378,7 @@ impl Filesystem for Overlay {
         if is_private_xattr(name.as_bytes()) {
             return reply.error(Errno::ENODATA);
         }
+        self.caps_may_change(ino.0, name);
         let r = (|| {
             self.copy_up_locked(ino.0, true)?;
             let (abs, _) = self.xattr_target(ino.0)?;
