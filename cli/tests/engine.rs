@@ -438,7 +438,14 @@ fn reconcile_after_kill_9() {
     let o = w.sh(&format!("kill -9 {monitor} {pid}"));
     assert_eq!(o.code, 0, "{o:?}");
     std::thread::sleep(Duration::from_millis(200));
+    // Both PIDs reused by another process (as after a reboot): its start time tells it apart.
+    let o = w.sh("sleep 20 >/dev/null 2>&1 & echo $!");
+    let other: i64 = o.stdout.trim().parse().unwrap();
+    let db = rusqlite::Connection::open(w.root().join("rpod.db")).unwrap();
+    db.execute("UPDATE containers SET pid = ?1, monitor_pid = ?1", [other]).unwrap();
+    drop(db);
     let all = w.ps_all();
+    let _ = w.sh(&format!("kill {other}"));
     assert_eq!(all[0]["State"], "exited", "{all:?}");
     let l = w.leftovers();
     assert!(l.starts_with("mounts=0\nnetns=0\nnft=0\n"), "{l}");

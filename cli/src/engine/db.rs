@@ -175,6 +175,11 @@ pub struct Container {
     pub pid: i64,
     /// The monitor's PID (0 when none).
     pub monitor_pid: i64,
+    /// The container process's start time (clock ticks since boot; 0 when unknown): with
+    /// it, a PID reused by another process (after a reboot) is not taken for the container.
+    pub pid_start: i64,
+    /// The monitor's start time (as `pid_start`).
+    pub monitor_start: i64,
     /// The exit code (when exited).
     pub exit_code: i64,
     /// Unix seconds (0 = never).
@@ -221,7 +226,14 @@ CREATE TABLE IF NOT EXISTS pods (
 );
 ";
 
-const COLUMNS: &str = "id, name, created, state, config, pid, monitor_pid, exit_code, started_at, finished_at, status";
+const COLUMNS: &str =
+    "id, name, created, state, config, pid, monitor_pid, exit_code, started_at, finished_at, status, pid_start, monitor_start";
+
+/// Columns added after the first schema: added to older databases when they are opened.
+const ADDED: &[&str] = &[
+    "ALTER TABLE containers ADD COLUMN pid_start INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE containers ADD COLUMN monitor_start INTEGER NOT NULL DEFAULT 0",
+];
 
 fn row_to_container(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Container, String, String)> {
     let config: String = r.get(4)?;
@@ -259,6 +271,8 @@ fn row_to_container(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Container, Strin
             },
             pid: r.get(5)?,
             monitor_pid: r.get(6)?,
+            pid_start: r.get(11)?,
+            monitor_start: r.get(12)?,
             exit_code: r.get(7)?,
             started_at: r.get(8)?,
             finished_at: r.get(9)?,
@@ -290,6 +304,18 @@ impl Db {
         // it (~1 ms), and each checkpoint costs two fsyncs (tens of ms on a busy disk).
         conn.execute_batch("PRAGMA wal_autocheckpoint=256;")?;
         conn.execute_batch(SCHEMA).context("creating the database schema")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 1 {
+            for sql in ADDED {
+                match conn.execute_batch(sql) {
+                    Ok(()) => {}
+                    // Added already (by a concurrent command).
+                    Err(e) if e.to_string().contains("duplicate column") => {}
+                    Err(e) => return Err(e).context("updating the database schema"),
+                }
+            }
+            conn.execute_batch("PRAGMA user_version = 1;")?;
+        }
         Ok(Db { conn })
     }
 
@@ -350,11 +376,11 @@ impl Db {
         Ok(())
     }
 
-    /// Records a start.
-    pub fn set_running(&self, id: &str, pid: i64, monitor_pid: i64, started: i64) -> anyhow::Result<()> {
+    /// Records a start: the container's and the monitor's PIDs with their start times.
+    pub fn set_running(&self, id: &str, pid: (i64, i64), monitor: (i64, i64), started: i64) -> anyhow::Result<()> {
         self.conn.execute(
-            "UPDATE containers SET state = 'running', pid = ?2, monitor_pid = ?3, started_at = ?4, exit_code = 0 WHERE id = ?1",
-            params![id, pid, monitor_pid, started],
+            "UPDATE containers SET state = 'running', pid = ?2, pid_start = ?3, monitor_pid = ?4, monitor_start = ?5, started_at = ?6, exit_code = 0 WHERE id = ?1",
+            params![id, pid.0, pid.1, monitor.0, monitor.1, started],
         )?;
         Ok(())
     }
@@ -362,7 +388,7 @@ impl Db {
     /// Records an exit.
     pub fn set_exited(&self, id: &str, code: i64, finished: i64) -> anyhow::Result<()> {
         self.conn.execute(
-            "UPDATE containers SET state = 'exited', pid = 0, monitor_pid = 0, exit_code = ?2, finished_at = ?3 WHERE id = ?1",
+            "UPDATE containers SET state = 'exited', pid = 0, monitor_pid = 0, pid_start = 0, monitor_start = 0, exit_code = ?2, finished_at = ?3 WHERE id = ?1",
             params![id, code, finished],
         )?;
         Ok(())

@@ -1113,7 +1113,12 @@ pub fn supervise(
             return Err(exit_with(code, msg));
         }
     };
-    engine.db.set_running(&c.id, pid, i64::from(std::process::id()), crate::format::now())?;
+    engine.db.set_running(
+        &c.id,
+        super::with_start(pid),
+        super::with_start(i64::from(std::process::id())),
+        crate::format::now(),
+    )?;
     // Detached with -i: input from `rpod attach` (to the pipe, or to the terminal).
     let attach_input = match (&out, c.config.interactive) {
         (Output::Log, true) => input.or_else(|| master.as_ref().and_then(|m| m.try_clone().ok())),
@@ -1247,7 +1252,12 @@ fn run_foreground(engine: &Engine, c: &Container, started: impl FnOnce(anyhow::R
         std::thread::sleep(Duration::from_micros(300));
     }
     if pid > 0 {
-        engine.db.set_running(&c.id, pid, i64::from(std::process::id()), crate::format::now())?;
+        engine.db.set_running(
+            &c.id,
+            super::with_start(pid),
+            super::with_start(i64::from(std::process::id())),
+            crate::format::now(),
+        )?;
     }
     started(Ok(pid));
     let (code, abnormal) = match status {
@@ -1407,7 +1417,7 @@ pub fn stop(engine: &Engine, c: &Container, timeout: u64) -> anyhow::Result<()> 
             match engine.db.get(&c.id)? {
                 None => return Ok(true),
                 Some(x) if x.state != State::Running => return Ok(true),
-                Some(x) if !super::alive(x.pid) && !super::alive(x.monitor_pid) => {
+                Some(x) if !super::alive_as(x.pid, x.pid_start) && !super::alive_as(x.monitor_pid, x.monitor_start) => {
                     // Nobody will record it: the monitor is gone.
                     finish_exit(engine, &c.id, 137, crate::format::now());
                     return Ok(true);
@@ -1626,7 +1636,10 @@ fn exec_tty(engine: &Engine, c: &Container, req: &ExecRequest, mut cmd: Command,
 /// reboot) and cleans up after them.
 pub fn reconcile(engine: &Engine) -> anyhow::Result<()> {
     for c in engine.db.containers()? {
-        if c.state == State::Running && !super::alive(c.pid) && !super::alive(c.monitor_pid) {
+        if c.state == State::Running
+            && !super::alive_as(c.pid, c.pid_start)
+            && !super::alive_as(c.monitor_pid, c.monitor_start)
+        {
             tracing::info!(container = %c.id, "container is gone: marking it exited");
             finish_exit(engine, &c.id, 137, crate::format::now());
         }

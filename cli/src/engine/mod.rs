@@ -458,6 +458,21 @@ pub fn remove_netns(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
+/// A PID with its start time (clock ticks since boot; 0 when it is gone).
+pub fn with_start(pid: i64) -> (i64, i64) {
+    let t = i32::try_from(pid).ok().filter(|p| *p > 0).and_then(crate::rootless::start_time);
+    (pid, t.and_then(|t| i64::try_from(t).ok()).unwrap_or(0))
+}
+
+/// Whether `pid` is alive and, when its start time was recorded (`start` non-zero), still
+/// the process that started then, not another one that reused the PID (after a reboot).
+pub fn alive_as(pid: i64, start: i64) -> bool {
+    if start == 0 {
+        return alive(pid);
+    }
+    alive(pid) && with_start(pid).1 == start
+}
+
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: i64) -> bool {
     if pid <= 0 || i32::try_from(pid).is_err() {
