@@ -588,10 +588,12 @@ fn rootless_bridge_networks() {
     assert!(!ns.exists(), "{} is left", ns.display());
     // A start that fails after the rootless netns was made for it (an IPv6 host address
     // cannot be published): the netns and its forwarder go again.
-    let e = w.fails(u, &["run", "--rm", "--network", "n1", "-p", "[::1]:22090:80", IMG, "true"]);
+    w.ok(u, &["create", "--name", "v6", "--network", "n1", "-p", "[::1]:22090:80", IMG, "true"]);
+    let e = w.fails(u, &["start", "v6"]);
     assert!(e.contains("IPv4"), "{e}");
     w.wait_no_helpers(u);
     assert!(!ns.exists(), "{} is left after a failed start", ns.display());
+    w.ok(u, &["rm", "v6"]);
     // Gone while in use (unmounted under it): detected and rebuilt by the next command.
     w.ok(
         u,
