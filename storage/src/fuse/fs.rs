@@ -757,6 +757,11 @@ impl Overlay {
     }
 
     fn attr(&self, id: u64, layer: usize, path: &CStr, st: &libc::stat) -> FileAttr {
+        let fmt = sys::fmt(st);
+        if self.layers[layer].stat_mode.xattr().is_none() || (fmt != libc::S_IFREG && fmt != libc::S_IFDIR) {
+            // No override xattr to read: no path to resolve.
+            return self.attr_at(id, layer, XTarget::Fd(-1), st);
+        }
         match self.layers[layer].abs(path) {
             Ok(abs) => self.attr_at(id, layer, XTarget::Path(&abs), st),
             Err(_) => self.attr_at(id, layer, XTarget::Fd(-1), st),
@@ -1268,9 +1273,14 @@ impl Overlay {
 
     /// Caller's owner, as on-disk ids.
     fn owner_for(&self, req: &Request, parent_upper: &CStr) -> (u32, u32) {
+        self.owner_in(req, sys::fstatat(self.layers[0].fd(), parent_upper).ok())
+    }
+
+    /// [`Self::owner_for`] given the parent directory's stat.
+    fn owner_in(&self, req: &Request, parent: Option<libc::stat>) -> (u32, u32) {
         let uid = self.o.uid_map.to_disk(req.uid()).unwrap_or(u32::MAX);
         let mut gid = self.o.gid_map.to_disk(req.gid()).unwrap_or(u32::MAX);
-        if let Ok(st) = sys::fstatat(self.layers[0].fd(), parent_upper) {
+        if let Some(st) = parent {
             if st.st_mode & libc::S_ISGID != 0 {
                 gid = st.st_gid;
             }
@@ -1431,14 +1441,24 @@ impl Overlay {
         let (p, _) = self.prepare_create(parent, name)?;
         let up = self.upper()?;
         let path = sys::join(&p.path, name).map_err(ioerr)?;
+        let cname = sys::cstr(name.as_bytes()).map_err(ioerr)?;
+        // The upper parent is resolved (safely) once: the file is made, owned and looked at
+        // through that descriptor and its one-component name.
+        let pfd = if p.path.to_bytes() == b"." {
+            None
+        } else {
+            let fl = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+            Some(sys::openat(up.fd(), &p.path, fl, 0).map_err(ioerr)?)
+        };
+        let dir = pfd.as_ref().map(|d| d.as_fd()).unwrap_or(up.fd());
         let fl = self.open_flags(flags) | libc::O_CREAT | libc::O_EXCL;
-        let fd = sys::openat(up.fd(), &path, fl, mode & 0o7777).map_err(ioerr)?;
-        let owner = self.owner_for(req, &p.path);
+        let fd = sys::openat(dir, &cname, fl, mode & 0o7777).map_err(ioerr)?;
+        let owner = self.owner_in(req, sys::fstat(dir).ok());
         let mut st = sys::fstat(fd.as_fd()).map_err(ioerr)?;
         if (st.st_uid, st.st_gid) != owner || up.stat_mode != StatMode::Real {
-            let abs = up.abs(&path).map_err(ioerr)?;
-            if let Err(e) = self.set_owner(up.fd(), &path, &abs, libc::S_IFREG, 0, Some(owner), None) {
-                let _ = sys::unlinkat(up.fd(), &path, false);
+            let abs = sys::proc_path(dir, &cname).map_err(ioerr)?;
+            if let Err(e) = self.set_owner(dir, &cname, &abs, libc::S_IFREG, 0, Some(owner), None) {
+                let _ = sys::unlinkat(dir, &cname, false);
                 return Err(ioerr(e));
             }
             st = sys::fstat(fd.as_fd()).map_err(ioerr)?;
