@@ -621,6 +621,11 @@ impl Overlay {
         if dir.to_bytes() == b"." {
             return look(self.layers[l].fd());
         }
+        // One openat2 for the whole path; on ENOTDIR (a symlink or file on the way, rare)
+        // the component walk below sorts out which answer that is.
+        if let Ok(d) = sys::open_dir(self.layers[l].fd(), dir) {
+            return look(d.as_fd());
+        }
         let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
         match sys::openat(self.layers[l].fd(), dir, flags, 0) {
             Ok(d) => look(d.as_fd()),
@@ -1444,12 +1449,7 @@ impl Overlay {
         let cname = sys::cstr(name.as_bytes()).map_err(ioerr)?;
         // The upper parent is resolved (safely) once: the file is made, owned and looked at
         // through that descriptor and its one-component name.
-        let pfd = if p.path.to_bytes() == b"." {
-            None
-        } else {
-            let fl = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-            Some(sys::openat(up.fd(), &p.path, fl, 0).map_err(ioerr)?)
-        };
+        let pfd = if p.path.to_bytes() == b"." { None } else { Some(sys::open_dir(up.fd(), &p.path).map_err(ioerr)?) };
         let dir = pfd.as_ref().map(|d| d.as_fd()).unwrap_or(up.fd());
         let fl = self.open_flags(flags) | libc::O_CREAT | libc::O_EXCL;
         let fd = sys::openat(dir, &cname, fl, mode & 0o7777).map_err(ioerr)?;
@@ -1714,8 +1714,7 @@ impl Overlay {
             None => Ok((None, path.to_owned())),
             Some(i) => {
                 let parent = sys::cstr(&b[..i]).map_err(ioerr)?;
-                let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-                let fd = sys::openat(self.layers[l].fd(), &parent, flags, 0).map_err(ioerr)?;
+                let fd = sys::open_dir(self.layers[l].fd(), &parent).map_err(ioerr)?;
                 Ok((Some(fd), sys::cstr(&b[i + 1..]).map_err(ioerr)?))
             }
         }

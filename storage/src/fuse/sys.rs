@@ -102,6 +102,13 @@ fn open_dir_beneath(root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
     cur.ok_or_else(|| err(libc::ENOENT))
 }
 
+/// Opens the directory `path` (`O_PATH`, relative, one or more components) beneath `root`
+/// in one step, following no symlink: a symlink anywhere, the last component included, is
+/// ENOTDIR.
+pub fn open_dir(root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+    open_dir_beneath(root, path)
+}
+
 /// Splits `path` into its safely opened parent directory (`None`: `dir` itself) and its
 /// last component.
 fn split<'p>(dir: BorrowedFd<'_>, path: &'p CStr) -> io::Result<(Option<OwnedFd>, &'p CStr)> {
