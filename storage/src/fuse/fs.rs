@@ -611,11 +611,14 @@ impl Overlay {
     }
 
     /// What layer `l` has for `name` (C string `cname`, whiteout file `whname`) in directory
-    /// `dir`: the directory is opened once for both questions.
-    fn probe(&self, l: usize, dir: &CStr, cname: &CStr, whname: &CStr) -> Result<Probe, Errno> {
+    /// `dir`: the directory is opened once for both questions. Without `whname` a whiteout
+    /// file is not looked for (reported as absent).
+    fn probe(&self, l: usize, dir: &CStr, cname: &CStr, whname: Option<&CStr>) -> Result<Probe, Errno> {
         let look = |d: BorrowedFd<'_>| match sys::fstatat(d, cname) {
             Ok(st) => Ok(Probe::Found(st)),
-            Err(e) if no_ent(&e) => Ok(if sys::fstatat(d, whname).is_ok() { Probe::Whiteout } else { Probe::Absent }),
+            Err(e) if no_ent(&e) => {
+                Ok(if whname.is_some_and(|w| sys::fstatat(d, w).is_ok()) { Probe::Whiteout } else { Probe::Absent })
+            }
             Err(e) => Err(ioerr(e)),
         };
         if dir.to_bytes() == b"." {
@@ -646,7 +649,9 @@ impl Overlay {
         let cname = sys::cstr(name.as_bytes()).map_err(ioerr)?;
         let whname = sys::cstr(wh_name(name).as_bytes()).map_err(ioerr)?;
         for l in p.layer..=p.bottom {
-            match self.probe(l, &p.path, &cname, &whname)? {
+            // In the last layer a whiteout file and nothing both mean "not there".
+            let wh = (l < p.bottom).then_some(whname.as_c_str());
+            match self.probe(l, &p.path, &cname, wh)? {
                 Probe::Found(st) => {
                     if sys::is_whiteout(&st) {
                         return Ok(None);
@@ -1310,7 +1315,7 @@ impl Overlay {
         let whname = sys::cstr(wh_name(name).as_bytes()).map_err(ioerr)?;
         let (mut hidden, mut below, mut upper_wh) = (false, false, false);
         for l in p.layer..=p.bottom {
-            match self.probe(l, &p.path, &cname, &whname)? {
+            match self.probe(l, &p.path, &cname, Some(&whname))? {
                 Probe::Found(st) => {
                     below |= l > 0;
                     if sys::is_whiteout(&st) {
