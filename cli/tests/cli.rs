@@ -11,6 +11,8 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+mod common;
+
 // ------------------------------------------------------------------ image builders
 
 enum Ent<'a> {
@@ -23,15 +25,9 @@ enum Ent<'a> {
     Sym(&'a str, &'a str),
 }
 
+/// A root-owned header: directories 0755, the rest 0644.
 fn header(kind: tar::EntryType, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
-    h.set_size(size);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(1_700_000_000);
-    h
+    common::header(kind, size, if kind == tar::EntryType::Directory { 0o755 } else { 0o644 })
 }
 
 fn layer(ents: &[Ent]) -> Vec<u8> {
@@ -648,7 +644,7 @@ struct Registry {
 
 impl Registry {
     fn start(dir: &std::path::Path) -> Option<Registry> {
-        let require = std::env::var("RPOD_REQUIRE_ROOT").as_deref() == Ok("1");
+        let require = common::required();
         for tool in ["/usr/bin/docker-registry", "/usr/bin/skopeo"] {
             if !std::path::Path::new(tool).exists() {
                 assert!(!require, "{tool} is missing (scripts/setup.sh installs it)");

@@ -11,50 +11,29 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
 
-const IMG: &str = "localhost/bb:latest";
+use common::{Out, IMG};
 
 fn skip_unless_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         for tool in ["runc", "unshare", "nsenter", "nft", "ip"] {
-            let found = std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-                .unwrap_or(false);
-            if !found {
-                assert!(std::env::var("RPOD_REQUIRE_ROOT").as_deref() != Ok("1"), "{test}: `{tool}` is missing");
+            if !common::in_path(tool) {
+                assert!(!common::required(), "{test}: `{tool}` is missing");
                 eprintln!("SKIPPED {test}: `{tool}` is not installed");
                 return true;
             }
         }
         return false;
     }
-    assert!(std::env::var("RPOD_REQUIRE_ROOT").as_deref() != Ok("1"), "{test}: needs root (RPOD_REQUIRE_ROOT=1)");
+    assert!(!common::required(), "{test}: needs root (RPOD_REQUIRE_ROOT=1)");
     eprintln!("SKIPPED {test}: needs root");
     true
-}
-
-/// One command's result.
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl From<Output> for Out {
-    fn from(o: Output) -> Out {
-        Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
 }
 
 /// A private net + mount + PID namespace holding one test's rpod world.
@@ -237,23 +216,7 @@ fn web_server_by_port_and_by_name() {
     let inspect: Value = serde_json::from_str(&w.ok(&["network", "inspect", "n1"])).unwrap();
     assert_eq!(inspect[0]["name"], "n1");
 
-    let id = w.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "n1",
-        "-p",
-        "8080:80",
-        IMG,
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+    let id = w.ok(&common::httpd(&["run", "-d", "--name", "web", "--network", "n1", "-p", "8080:80"]));
     let id = id.trim();
     assert_eq!(id.len(), 64, "{id}");
     assert_eq!(w.fetch("http://127.0.0.1:8080/").as_deref(), Some("hello-from-rpod\n"));
@@ -301,23 +264,7 @@ fn web_server_by_port_and_by_name() {
     w.ok(&["rm", "web", "talker"]);
     assert!(w.ps_all().is_empty());
     // Start again after a stop works too (and rm -f of a running one).
-    w.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "n1",
-        "-p",
-        "8080:80",
-        IMG,
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+    w.ok(&common::httpd(&["run", "-d", "--name", "web", "--network", "n1", "-p", "8080:80"]));
     assert_eq!(w.fetch("http://127.0.0.1:8080/").as_deref(), Some("hello-from-rpod\n"));
     w.ok(&["stop", "-t", "0", "web"]);
     w.ok(&["start", "web"]);
@@ -360,7 +307,7 @@ fn bad_inputs_leave_nothing() {
     let store_containers = || std::fs::read_dir(w.root().join("containers")).unwrap().count();
     assert_eq!(store_containers(), 0);
 
-    w.ok(&["run", "-d", "--name", "web", "-p", "8080:80", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    w.ok(&common::httpd(&["run", "-d", "--name", "web", "-p", "8080:80"]));
     let e = w.fails(&["run", "-d", "--name", "web", IMG, "true"], 125);
     assert!(e.contains("already in use"), "{e}");
     let e = w.fails(&["run", "-d", "--name", "web2", "-p", "8080:80", IMG, "httpd", "-f", "-p", "80"], 125);
@@ -430,7 +377,7 @@ fn reconcile_after_kill_9() {
         return;
     }
     let w = World::new();
-    w.ok(&["run", "-d", "--name", "victim", "-p", "8081:80", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    w.ok(&common::httpd(&["run", "-d", "--name", "victim", "-p", "8081:80"]));
     assert_eq!(w.fetch("http://127.0.0.1:8081/").as_deref(), Some("hello-from-rpod\n"));
     let v: Value = serde_json::from_str(&w.ok(&["inspect", "victim"])).unwrap();
     let (pid, monitor) = (v[0]["State"]["Pid"].as_i64().unwrap(), v[0]["State"]["ConmonPid"].as_i64().unwrap());
@@ -682,24 +629,8 @@ fn network_reload_after_flush() {
     }
     let w = World::new();
     w.ok(&["network", "create", "n1"]);
-    let id = w.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "n1",
-        "-p",
-        "8080:80",
-        IMG,
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
-    w.ok(&["run", "-d", "--name", "other", "-p", "8081:80", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    let id = w.ok(&common::httpd(&["run", "-d", "--name", "web", "--network", "n1", "-p", "8080:80"]));
+    w.ok(&common::httpd(&["run", "-d", "--name", "other", "-p", "8081:80"]));
     assert_eq!(w.fetch("http://127.0.0.1:8080/").as_deref(), Some("hello-from-rpod\n"));
     assert_eq!(w.fetch("http://127.0.0.1:8081/").as_deref(), Some("hello-from-rpod\n"));
     let pid = pid_of(&w, "web");
@@ -739,7 +670,7 @@ fn pods_share_localhost_and_ports() {
     w.fails(&["pod", "create", "--name", "p1"], 125);
     w.fails(&["run", "--rm", "--pod", "nope", IMG, "true"], 125);
     w.fails(&["run", "--rm", "--pod", "p1", "-p", "9000:80", IMG, "true"], 125);
-    w.ok(&["run", "-d", "--pod", "p1", "--name", "web", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    w.ok(&common::httpd(&["run", "-d", "--pod", "p1", "--name", "web"]));
     // The pod's published port reaches the member's server; members share localhost.
     assert_eq!(w.fetch("http://127.0.0.1:8081/").as_deref(), Some("hello-from-rpod\n"));
     let o = w.ok(&["run", "--rm", "--pod", "p1", IMG, "wget", "-qO-", "http://127.0.0.1:80/"]);
@@ -788,7 +719,7 @@ fn network_connect_disconnect_prune() {
     w.ok(&["network", "create", "n1"]);
     w.ok(&["network", "create", "n2"]);
     w.ok(&["network", "create", "n3"]);
-    w.ok(&["run", "-d", "--name", "web", "--network", "n1", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    w.ok(&common::httpd(&["run", "-d", "--name", "web", "--network", "n1"]));
     assert_eq!(w.ok(&["exec", "web", "ls", "/sys/class/net"]), "eth0\nlo\n");
     w.fails(&["network", "connect", "nope", "web"], 125);
     w.fails(&["network", "connect", "n1", "web"], 125);
@@ -841,24 +772,8 @@ fn info_and_system_reset() {
 
     w.ok(&["network", "create", "n1"]);
     w.ok(&["pod", "create", "--name", "p1", "-p", "8082:80"]);
-    w.ok(&["run", "-d", "--pod", "p1", "--name", "inpod", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
-    w.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "--network",
-        "n1",
-        "-p",
-        "8083:80",
-        IMG,
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+    w.ok(&common::httpd(&["run", "-d", "--pod", "p1", "--name", "inpod"]));
+    w.ok(&common::httpd(&["run", "-d", "--name", "web", "--network", "n1", "-p", "8083:80"]));
     w.ok(&["create", "--name", "idle", IMG, "true"]);
     assert_eq!(w.fetch("http://127.0.0.1:8082/").as_deref(), Some("hello-from-rpod\n"));
     assert_eq!(w.fetch("http://127.0.0.1:8083/").as_deref(), Some("hello-from-rpod\n"));
@@ -1031,10 +946,8 @@ fn runtime_choice() {
     if skip_unless_root("runtime_choice") {
         return;
     }
-    let crun =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join("crun").is_file())).unwrap_or(false);
-    if !crun {
-        assert!(std::env::var("RPOD_REQUIRE_ROOT").as_deref() != Ok("1"), "runtime_choice: `crun` is missing");
+    if !common::in_path("crun") {
+        assert!(!common::required(), "runtime_choice: `crun` is missing");
         eprintln!("SKIPPED runtime_choice: `crun` is not installed");
         return;
     }
@@ -1070,7 +983,7 @@ fn portfwd_network() {
     }
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_rpod")).with_file_name("portfwd");
     if !bin.is_file() {
-        assert!(std::env::var("RPOD_REQUIRE_ROOT").as_deref() != Ok("1"), "portfwd_network: portfwd is not built");
+        assert!(!common::required(), "portfwd_network: portfwd is not built");
         eprintln!("SKIPPED portfwd_network: portfwd is not built (cargo build -p portfwd)");
         return;
     }
@@ -1080,23 +993,7 @@ fn portfwd_network() {
         w.ok(&["run", "--rm", "--network", "portfwd", IMG, "sh", "-c", "ip -4 addr show tap0; cat /etc/resolv.conf"]);
     assert!(o.contains("10.0.2.100/24") && o.contains("nameserver 10.0.2.3"), "{o}");
     // A published port, through portfwd's API.
-    w.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "pf",
-        "--network",
-        "slirp4netns",
-        "-p",
-        "18090:80",
-        IMG,
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+    w.ok(&common::httpd(&["run", "-d", "--name", "pf", "--network", "slirp4netns", "-p", "18090:80"]));
     assert_eq!(w.fetch("http://127.0.0.1:18090/").as_deref(), Some("hello-from-rpod\n"));
     let inspect = w.ok(&["inspect", "--format", "{{.HostConfig.NetworkMode}}", "pf"]);
     assert_eq!(inspect.trim(), "slirp4netns");

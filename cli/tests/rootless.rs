@@ -17,22 +17,21 @@ mod common;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const IMG: &str = "localhost/bb:latest";
+use common::{Out, IMG};
 const USERS: [&str; 2] = ["rpodtest", "rpodtest2"];
 
 /// Whether the test can run here; loud skip (or failure under RPOD_REQUIRE_ROOT=1).
 fn skip(test: &str) -> bool {
-    let required = std::env::var("RPOD_REQUIRE_ROOT").as_deref() == Ok("1");
+    let required = common::required();
     let why = if !nix::unistd::geteuid().is_root() {
         Some("needs root (to make the test namespaces and switch users)".to_owned())
     } else if let Some(u) = USERS.iter().find(|u| nix::unistd::User::from_name(u).ok().flatten().is_none()) {
         Some(format!("user {u} does not exist (run scripts/setup.sh)"))
-    } else if let Some(t) = ["newuidmap", "newgidmap", "runc", "setpriv", "nsenter", "unshare", "curl"]
-        .iter()
-        .find(|t| !std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(t).is_file()))
+    } else if let Some(t) =
+        ["newuidmap", "newgidmap", "runc", "setpriv", "nsenter", "unshare", "curl"].iter().find(|t| !common::in_path(t))
     {
         Some(format!("`{t}` is not installed"))
     } else if ["/dev/net/tun", "/dev/fuse"]
@@ -52,23 +51,6 @@ fn skip(test: &str) -> bool {
             true
         }
         None => false,
-    }
-}
-
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl From<Output> for Out {
-    fn from(o: Output) -> Out {
-        Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
     }
 }
 
@@ -421,7 +403,7 @@ fn rootless_containers_ports_pods_and_storage() {
         );
         w.ok(u, &["rmi", &name]);
     } else {
-        assert!(std::env::var("RPOD_REQUIRE_ROOT").as_deref() != Ok("1"), "docker-registry or skopeo is missing");
+        assert!(!common::required(), "docker-registry or skopeo is missing");
         eprintln!("!!!!!!!! SKIP the pull case: docker-registry or skopeo is missing (scripts/setup.sh) !!!!!!!!");
     }
     // The store and the run directory are private.
@@ -431,7 +413,7 @@ fn rootless_containers_ports_pods_and_storage() {
     // portfwd (the rootless default): a published port reached from the host.
     let port = 21080u16;
     let spec = format!("{port}:80");
-    w.ok(u, &["run", "-d", "--name", "web", "-p", &spec, IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    w.ok(u, &common::httpd(&["run", "-d", "--name", "web", "-p", &spec]));
     w.curl_until(&format!("http://127.0.0.1:{port}/"), "hello-from-rpod\n");
     assert_eq!(w.ok(u, &["port", "web"]), format!("80/tcp -> 0.0.0.0:{port}\n"));
     assert_eq!(w.ok(u, &["exec", "web", "cat", "/etc/hostname"]).len(), 13);
@@ -454,7 +436,7 @@ fn rootless_containers_ports_pods_and_storage() {
     // Pods share the network namespace and the published port.
     let pport = 21081u16;
     w.ok(u, &["pod", "create", "--name", "p1", "-p", &format!("{pport}:80")]);
-    w.ok(u, &["run", "-d", "--pod", "p1", "--name", "p1web", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    w.ok(u, &common::httpd(&["run", "-d", "--pod", "p1", "--name", "p1web"]));
     w.curl_until(&format!("http://127.0.0.1:{pport}/"), "hello-from-rpod\n");
     let o = w.ok(u, &["run", "--rm", "--pod", "p1", IMG, "wget", "-qO-", "http://127.0.0.1:80/"]);
     assert_eq!(o, "hello-from-rpod\n");
@@ -531,26 +513,7 @@ fn rootless_bridge_networks() {
     w.ok(u, &["network", "create", "n1"]);
     let port = 22080u16;
     let url = format!("http://127.0.0.1:{port}/");
-    w.ok(
-        u,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "web",
-            "--network",
-            "n1",
-            "-p",
-            &format!("{port}:80"),
-            IMG,
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/www",
-        ],
-    );
+    w.ok(u, &common::httpd(&["run", "-d", "--name", "web", "--network", "n1", "-p", &format!("{port}:80")]));
     w.curl_until(&url, "hello-from-rpod\n");
     // By name, through dnsd in the rootless netns.
     assert_eq!(w.ok(u, &["run", "--rm", "--network", "n1", IMG, "wget", "-qO-", "http://web/"]), "hello-from-rpod\n");
@@ -571,7 +534,7 @@ fn rootless_bridge_networks() {
     // A pod on the bridge network: reached by its name and through its port.
     let pport = 22081u16;
     w.ok(u, &["pod", "create", "--name", "p2", "--network", "n1", "-p", &format!("127.0.0.2:{pport}:80")]);
-    w.ok(u, &["run", "-d", "--pod", "p2", IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    w.ok(u, &common::httpd(&["run", "-d", "--pod", "p2"]));
     let purl = format!("http://127.0.0.2:{pport}/");
     w.curl_until(&purl, "hello-from-rpod\n");
     // The same port on another address, refused for another container: what it undoes
@@ -595,49 +558,11 @@ fn rootless_bridge_networks() {
     assert!(!ns.exists(), "{} is left after a failed start", ns.display());
     w.ok(u, &["rm", "v6"]);
     // Gone while in use (unmounted under it): detected and rebuilt by the next command.
-    w.ok(
-        u,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "web2",
-            "--network",
-            "n1",
-            "-p",
-            &format!("{port}:80"),
-            IMG,
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/www",
-        ],
-    );
+    w.ok(u, &common::httpd(&["run", "-d", "--name", "web2", "--network", "n1", "-p", &format!("{port}:80")]));
     w.curl_until(&url, "hello-from-rpod\n");
     w.ok(u, &["unshare", "umount", ns.to_str().unwrap()]);
     w.ok(u, &["rm", "-f", "-t", "0", "web2"]);
-    w.ok(
-        u,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "web3",
-            "--network",
-            "n1",
-            "-p",
-            &format!("{port}:80"),
-            IMG,
-            "httpd",
-            "-f",
-            "-p",
-            "80",
-            "-h",
-            "/www",
-        ],
-    );
+    w.ok(u, &common::httpd(&["run", "-d", "--name", "web3", "--network", "n1", "-p", &format!("{port}:80")]));
     w.curl_until(&url, "hello-from-rpod\n");
     w.ok(u, &["rm", "-f", "-t", "0", "web3"]);
     w.ok(u, &["network", "rm", "n1"]);
@@ -662,7 +587,7 @@ fn rootless_faults_and_isolation() {
     w.load(b);
     let port = 23080u16;
     let url = format!("http://127.0.0.1:{port}/");
-    w.ok(a, &["run", "-d", "--name", "web", "-p", &format!("{port}:80"), IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    w.ok(a, &common::httpd(&["run", "-d", "--name", "web", "-p", &format!("{port}:80")]));
     w.curl_until(&url, "hello-from-rpod\n");
     // The pause process killed: rebuilt in the namespaces the running container's monitor
     // still holds, so the container stays in reach.
@@ -698,7 +623,7 @@ fn rootless_faults_and_isolation() {
     // portfwd and one on a bridge network running. The next commands recover: the
     // containers are marked exited and cleaned, namespaces and helpers are made anew.
     w.ok(a, &["network", "create", "n1"]);
-    w.ok(a, &["run", "-d", "--name", "c1", "-p", &format!("{port}:80"), IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    w.ok(a, &common::httpd(&["run", "-d", "--name", "c1", "-p", &format!("{port}:80")]));
     w.ok(a, &["run", "-d", "--name", "c2", "--network", "n1", IMG, "sleep", "1000"]);
     // And a pod on the bridge network: its namespace file outlives the mount (a plain file).
     w.ok(a, &["pod", "create", "--name", "pc", "--network", "n1"]);

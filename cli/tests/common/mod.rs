@@ -1,8 +1,11 @@
-//! Shared by the engine test binaries: the busybox image they build and run.
+//! Shared by the rpod test binaries: the busybox image they build and run, a command's
+//! result, the skip-or-fail rule for tests that need root, and common command lines.
 
+// Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use sha2::{Digest as _, Sha256};
 
@@ -64,4 +67,42 @@ pub fn image_archive(busybox: &Path, tag: &str) -> Vec<u8> {
     let manifest = serde_json::json!([{"Config": format!("{cid}.json"), "RepoTags": [tag], "Layers": [format!("{lid}/layer.tar")]}]);
     add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
     b.into_inner().unwrap()
+}
+
+/// The tag the engine tests load their busybox image as.
+pub const IMG: &str = "localhost/bb:latest";
+
+/// Whether CI asked for tests to fail instead of skipping (RPOD_REQUIRE_ROOT=1).
+pub fn required() -> bool {
+    std::env::var("RPOD_REQUIRE_ROOT").as_deref() == Ok("1")
+}
+
+/// Whether `tool` is an executable file in a PATH directory.
+pub fn in_path(tool: &str) -> bool {
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
+}
+
+/// `opts`, then the image and busybox httpd serving /www on port 80 in the foreground.
+pub fn httpd<'a>(opts: &[&'a str]) -> Vec<&'a str> {
+    let mut v = opts.to_vec();
+    v.extend_from_slice(&[IMG, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    v
+}
+
+/// One command's result.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Out {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
 }
