@@ -9,9 +9,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -53,23 +52,7 @@ impl World {
             netd.display()
         );
         let dir = tempfile::Builder::new().prefix("rpod-engine-").tempdir().unwrap();
-        let mut holder = Command::new("unshare")
-            .args(["-n", "-m", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc"])
-            .args([
-                "bash",
-                "-c",
-                "mount -t tmpfs none /run && ip link set lo up && echo ready && while :; do sleep 1 & wait; done",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut buf = [0u8; 6];
-        holder.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"ready\n");
-        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", holder.id())).unwrap();
-        let pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        let (holder, pid) = common::ns_holder("mount -t tmpfs none /run");
         let w = World { holder, pid, dir };
         let archive = w.dir.path().join("bb.tar");
         std::fs::write(&archive, common::image_archive(&common::busybox().unwrap(), IMG)).unwrap();
@@ -85,19 +68,8 @@ impl World {
     fn exec(&self, prog: &str, args: &[&str]) -> Out {
         let pid = self.pid.to_string();
         let mut c = Command::new("nsenter");
-        c.args(["-t", &pid, "-n", "-m", "-p", "--", prog]).args(args).stdin(Stdio::null());
-        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let start = Instant::now();
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                return child.wait_with_output().unwrap().into();
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!("timed out: {prog} {args:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        c.args(["-t", &pid, "-n", "-m", "-p", "--", prog]).args(args);
+        common::output_within_60s(&mut c, &format!("{prog} {args:?}"))
     }
 
     fn sh(&self, script: &str) -> Out {

@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -104,24 +103,7 @@ impl World {
                 chown_r(&p, u);
             }
         }
-        let mut holder = Command::new("unshare")
-            .args(["-n", "-m", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc"])
-            .args([
-                "bash",
-                "-c",
-                "mount -t tmpfs -o mode=1777 none /tmp && ip link set lo up && echo ready && \
-                 while :; do sleep 1 & wait; done",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut buf = [0u8; 6];
-        holder.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"ready\n");
-        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", holder.id())).unwrap();
-        let pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        let (holder, pid) = common::ns_holder("mount -t tmpfs -o mode=1777 none /tmp");
         let w = World { holder, pid, dir, bin, archive, servers: std::sync::Mutex::new(Vec::new()) };
         // Our portfwd when it works, else Debian's slirp4netns (same contract).
         let pf = w.bin.join("portfwd");
@@ -170,19 +152,8 @@ impl World {
             }
             c.arg("PATH=/usr/sbin:/usr/bin:/sbin:/bin");
         }
-        c.arg(prog).args(args).stdin(Stdio::null());
-        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let start = Instant::now();
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                return child.wait_with_output().unwrap().into();
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!("timed out: {user:?} {prog} {args:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        c.arg(prog).args(args);
+        common::output_within_60s(&mut c, &format!("{user:?} {prog} {args:?}"))
     }
 
     fn rpod(&self, user: &str, args: &[&str]) -> Out {

@@ -4,8 +4,10 @@
 // Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
@@ -104,5 +106,42 @@ impl From<Output> for Out {
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         }
+    }
+}
+
+/// Starts a private network + mount + PID namespace whose PID 1 runs `setup` (a shell
+/// command, e.g. a tmpfs mount), brings `lo` up and then idles. Returns the `unshare`
+/// process (kill it to end the namespaces) and the PID of the namespace's first process.
+pub fn ns_holder(setup: &str) -> (Child, u32) {
+    let script = format!("{setup} && ip link set lo up && echo ready && while :; do sleep 1 & wait; done");
+    let mut holder = Command::new("unshare")
+        .args(["-n", "-m", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc"])
+        .args(["bash", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 6];
+    holder.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", holder.id())).unwrap();
+    let pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    (holder, pid)
+}
+
+/// Runs `c` (stdin null, output captured), killing it and panicking with `what` after 60 s.
+pub fn output_within_60s(c: &mut Command, what: &str) -> Out {
+    let mut child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap().into();
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("timed out: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
