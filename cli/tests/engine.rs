@@ -973,11 +973,9 @@ fn portfwd_network() {
     assert!(w.exec("busybox", &["wget", "-qO-", "http://127.0.0.1:18090/"]).code != 0);
     // portfwd went with the container: it is killed (SIGKILL, not waited for), so it may be
     // seen for a moment before it dies, and as a zombie until its new parent reaps it.
-    let o = w.sh(
-        "i=0; while :; do n=0; for p in /proc/[0-9]*; do s=$(cat $p/stat 2>/dev/null) || continue; \
+    let o = w.sh("i=0; while :; do n=0; for p in /proc/[0-9]*; do s=$(cat $p/stat 2>/dev/null) || continue; \
          case \"$s\" in *'(portfwd) Z'*) ;; *'(portfwd) '*) n=$((n+1));; esac; done; \
-         [ $n = 0 ] || [ $i -ge 30 ] && break; i=$((i+1)); sleep 0.1; done; echo $n",
-    );
+         [ $n = 0 ] || [ $i -ge 30 ] && break; i=$((i+1)); sleep 0.1; done; echo $n");
     assert_eq!(o.stdout.trim(), "0", "a live portfwd outlived its container: {o:?}");
     assert!(w.ps_all().is_empty());
     w.assert_clean();
