@@ -52,3 +52,25 @@ use_cargo() {
     PATH="$(dirname "$CARGO_BIN"):$PATH"
     export PATH CARGO_BIN
 }
+
+# docker_archive ROOTFS TAG PATH OUT: packs the folder ROOTFS as the single layer of a
+# docker-archive image TAG (Env PATH=PATH, Cmd /bin/sh) written to OUT. Reproducible: owners 0,
+# a fixed mtime and sorted names, so the same folder gives the same image ID.
+docker_archive() {
+    local rootfs=$1 tag=$2 path=$3 out=$4 arch lid cid
+    arch=$(mktemp -d "${TMPDIR:-/tmp}/rpod-archive.XXXXXX")
+    (cd "$rootfs" && tar --numeric-owner --owner=0 --group=0 --mtime=@1700000000 --sort=name \
+        -cf "$arch/layer.tar" .)
+    lid=$(sha256sum "$arch/layer.tar" | cut -d' ' -f1)
+    mkdir "$arch/$lid"
+    mv "$arch/layer.tar" "$arch/$lid/layer.tar"
+    jq -cn --arg diff "sha256:$lid" --arg path "PATH=$path" '{architecture: "amd64", os: "linux",
+        created: "2023-11-14T22:13:20Z", config: {Env: [$path], Cmd: ["/bin/sh"]},
+        rootfs: {type: "layers", diff_ids: [$diff]}}' >"$arch/config.json"
+    cid=$(sha256sum "$arch/config.json" | cut -d' ' -f1)
+    mv "$arch/config.json" "$arch/$cid.json"
+    jq -cn --arg c "$cid.json" --arg l "$lid/layer.tar" --arg t "$tag" \
+        '[{Config: $c, RepoTags: [$t], Layers: [$l]}]' >"$arch/manifest.json"
+    tar -C "$arch" -cf "$out" manifest.json "$cid.json" "$lid/layer.tar"
+    rm -rf "$arch"
+}

@@ -99,26 +99,14 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------------------------------
 say "building $IMG from $BUSYBOX (a docker-archive, loaded into both stores)"
 rootfs=$WORK/rootfs
-mkdir -p "$rootfs"/{bin,etc,www,tmp,proc,sys,dev} "$WORK/archive"
+mkdir -p "$rootfs"/{bin,etc,www,tmp,proc,sys,dev}
 cp "$BUSYBOX" "$rootfs/bin/busybox"
 for a in $("$BUSYBOX" --list); do
     [ "$a" = busybox ] || ln -sf busybox "$rootfs/bin/$a"
 done
 echo hello >"$rootfs/www/index.html"
-(cd "$rootfs" && tar --numeric-owner --owner=0 --group=0 --mtime=@1700000000 --sort=name \
-    -cf "$WORK/layer.tar" bin etc www tmp proc sys dev)
-lid=$(sha256sum "$WORK/layer.tar" | cut -d' ' -f1)
-mkdir "$WORK/archive/$lid"
-mv "$WORK/layer.tar" "$WORK/archive/$lid/layer.tar"
-jq -cn --arg diff "sha256:$lid" '{architecture: "amd64", os: "linux", created: "2023-11-14T22:13:20Z",
-    config: {Env: ["PATH=/bin"], Cmd: ["/bin/sh"]}, rootfs: {type: "layers", diff_ids: [$diff]}}' \
-    >"$WORK/config.json"
-cid=$(sha256sum "$WORK/config.json" | cut -d' ' -f1)
-mv "$WORK/config.json" "$WORK/archive/$cid.json"
-jq -cn --arg c "$cid.json" --arg l "$lid/layer.tar" --arg t "$IMG" \
-    '[{Config: $c, RepoTags: [$t], Layers: [$l]}]' >"$WORK/archive/manifest.json"
-tar -C "$WORK/archive" -cf "$WORK/image.tar" manifest.json "$cid.json" "$lid/layer.tar"
-rm -rf "$rootfs" "$WORK/archive"
+docker_archive "$rootfs" "$IMG" /bin "$WORK/image.tar"
+rm -rf "$rootfs"
 
 $R load -q -i "$WORK/image.tar" >/dev/null || die "rpod load failed"
 $P load -q -i "$WORK/image.tar" >/dev/null || die "podman load failed"

@@ -115,7 +115,7 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------------------------------
 say "building $IMG: static busybox and iperf3 with its libraries (a docker-archive, loaded by both)"
 rootfs=$WORK/rootfs
-mkdir -p "$rootfs"/{bin,etc,tmp,proc,sys,dev} "$WORK/archive"
+mkdir -p "$rootfs"/{bin,etc,tmp,proc,sys,dev}
 cp /bin/busybox "$rootfs/bin/busybox"
 for a in sh true sleep cat; do ln -sf busybox "$rootfs/bin/$a"; done
 mkdir -p "$rootfs/usr/bin"
@@ -125,20 +125,9 @@ for lib in $(ldd /usr/bin/iperf3 | grep -o '/[^ ]*'); do
     cp -L "$lib" "$rootfs$lib"
 done
 echo "root:x:0:0:root:/root:/bin/sh" >"$rootfs/etc/passwd"
-(cd "$rootfs" && tar --numeric-owner --owner=0 --group=0 --mtime=@1700000000 --sort=name -cf "$WORK/layer.tar" .)
-lid=$(sha256sum "$WORK/layer.tar" | cut -d' ' -f1)
-mkdir "$WORK/archive/$lid"
-mv "$WORK/layer.tar" "$WORK/archive/$lid/layer.tar"
-jq -cn --arg diff "sha256:$lid" '{architecture: "amd64", os: "linux", created: "2023-11-14T22:13:20Z",
-    config: {Env: ["PATH=/usr/bin:/bin"], Cmd: ["/bin/sh"]}, rootfs: {type: "layers", diff_ids: [$diff]}}' \
-    >"$WORK/config.json"
-cid=$(sha256sum "$WORK/config.json" | cut -d' ' -f1)
-mv "$WORK/config.json" "$WORK/archive/$cid.json"
-jq -cn --arg c "$cid.json" --arg l "$lid/layer.tar" --arg t "$IMG" \
-    '[{Config: $c, RepoTags: [$t], Layers: [$l]}]' >"$WORK/archive/manifest.json"
-tar -C "$WORK/archive" -cf "$WORK/image.tar" manifest.json "$cid.json" "$lid/layer.tar"
+docker_archive "$rootfs" "$IMG" /usr/bin:/bin "$WORK/image.tar"
 chmod 0644 "$WORK/image.tar"
-rm -rf "$rootfs" "$WORK/archive"
+rm -rf "$rootfs"
 
 $U $R load -q -i "$WORK/image.tar" >/dev/null || die "rpod load failed"
 $U $P load -q -i "$WORK/image.tar" >/dev/null || die "podman load failed"
