@@ -441,6 +441,13 @@ pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// A free port on the host (bound and released; a race is possible but unlikely).
+/// A loopback port free for both TCP and UDP just now (tests publish both protocols on one port,
+/// and other tests running in parallel take ephemeral UDP ports).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
