@@ -1417,7 +1417,7 @@ pub fn stop(engine: &Engine, c: &Container, timeout: u64) -> anyhow::Result<()> 
             match engine.db.get(&c.id)? {
                 None => return Ok(true),
                 Some(x) if x.state != State::Running => return Ok(true),
-                Some(x) if !super::alive_as(x.pid, x.pid_start) && !super::alive_as(x.monitor_pid, x.monitor_start) => {
+                Some(x) if gone_unrecorded(engine, &x)? => {
                     // Nobody will record it: the monitor is gone.
                     finish_exit(engine, &c.id, 137, crate::format::now());
                     return Ok(true);
@@ -1632,14 +1632,30 @@ fn exec_tty(engine: &Engine, c: &Container, req: &ExecRequest, mut cmd: Command,
     Ok(code)
 }
 
+/// Whether `c` (a row read earlier) is running by the database but its process and monitor
+/// are gone without recording the exit. The monitor records the exit before it ends, so the
+/// row is read again after the liveness checks: a monitor that recorded the exit and left
+/// between the first read and those checks is not mistaken for one that died (which would
+/// overwrite the real exit code with 137).
+fn gone_unrecorded(engine: &Engine, c: &Container) -> anyhow::Result<bool> {
+    if c.state != State::Running
+        || super::alive_as(c.pid, c.pid_start)
+        || super::alive_as(c.monitor_pid, c.monitor_start)
+    {
+        return Ok(false);
+    }
+    Ok(engine.db.get(&c.id)?.is_some_and(|now| {
+        now.state == State::Running
+            && (now.pid, now.pid_start, now.monitor_pid, now.monitor_start)
+                == (c.pid, c.pid_start, c.monitor_pid, c.monitor_start)
+    }))
+}
+
 /// Marks containers whose process and monitor are gone as exited (after a kill -9 or a
 /// reboot) and cleans up after them.
 pub fn reconcile(engine: &Engine) -> anyhow::Result<()> {
     for c in engine.db.containers()? {
-        if c.state == State::Running
-            && !super::alive_as(c.pid, c.pid_start)
-            && !super::alive_as(c.monitor_pid, c.monitor_start)
-        {
+        if gone_unrecorded(engine, &c)? {
             tracing::info!(container = %c.id, "container is gone: marking it exited");
             finish_exit(engine, &c.id, 137, crate::format::now());
         }
