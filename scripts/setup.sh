@@ -36,7 +36,7 @@ packages=(
     iproute2 nftables iptables procps util-linux
     netavark aardvark-dns podman runc crun conmon slirp4netns fuse-overlayfs catatonit
     busybox-static dnsmasq-base uidmap fuse3
-    docker-registry skopeo apache2-utils openssl passt python3
+    docker-registry skopeo apache2-utils openssl passt python3 acl
 )
 [ "$bench" -eq 1 ] && packages+=(protobuf-compiler hyperfine dnsperf bind9-dnsutils iperf3 fio)
 

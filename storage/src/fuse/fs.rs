@@ -58,6 +58,8 @@ const PRIVATE_XATTRS: &[&[u8]] =
     &[b"trusted.overlay.", b"user.overlay.", b"user.fuseoverlayfs.", b"security.fuseoverlayfs.", b"user.containers."];
 
 const CAPS_XATTR: &[u8] = b"security.capability";
+/// Written on copy-up (as fuse-overlayfs): the copied object's path in the lower layer.
+const ORIGIN_XATTR: &CStr = c"user.fuseoverlayfs.origin";
 
 fn is_private_xattr(name: &[u8]) -> bool {
     PRIVATE_XATTRS.iter().any(|p| name.starts_with(p))
@@ -307,6 +309,11 @@ pub struct Overlay {
     o: Options,
     ttl: Duration,
     same_dev: bool,
+    /// `xino=auto|on` over several file systems that all have file handles: numbers are
+    /// hashes of the handles (stable across mounts).
+    xino_hash: bool,
+    /// Hashed numbers stay below the numbers the counter hands out.
+    hash_mask: u64,
     dev_shift: u32,
     /// `ino32_t`: every number the kernel sees fits in 32 bits.
     ino_mask: u64,
@@ -322,6 +329,9 @@ pub struct Overlay {
     want_passthrough: bool,
     passthrough: AtomicBool,
     writeback: AtomicBool,
+    /// FUSE_POSIX_ACL granted: the kernel enforces ACLs, and with FUSE_DONT_MASK leaves the
+    /// umask to us (not applied under a directory with a default ACL).
+    posix_acl: AtomicBool,
     stats: Arc<Stats>,
 }
 
@@ -475,11 +485,26 @@ impl Overlay {
         // Direct numbers use the bits below the top one (device index first when the layers
         // are on several file systems); numbers from the counter start at the top bit.
         let ino_bits: u32 = if o.ino32 { 32 } else { 64 };
-        if o.xino == Xino::On && ndev > 1 {
-            return Err(io::Error::other(format!(
-                "xino=on: the layers are on {ndev} file systems, and inode numbers from file handles are not \
-                 implemented (use xino=off or xino=auto)"
-            )));
+        // Over several file systems, xino=auto|on numbers objects by their file handles when
+        // every layer has them.
+        let mut xino_hash = false;
+        if o.xino != Xino::Off && ndev > 1 {
+            let missing = dirs.iter().zip(&layers).find_map(|((p, _), l)| match sys::file_handle(l.fd(), c".") {
+                Ok(_) => None,
+                Err(e) => Some(format!("{}: {e}", p.display())),
+            });
+            match missing {
+                None => xino_hash = true,
+                Some(m) if o.xino == Xino::On => {
+                    return Err(io::Error::other(format!(
+                        "xino=on: the layers are on {ndev} file systems and a layer has no file handles ({m}); \
+                         use xino=off or xino=auto"
+                    )));
+                }
+                Some(m) => {
+                    tracing::info!("xino=auto: numbers from the node counter, a layer has no file handles ({m})")
+                }
+            }
         }
         let ttl = o.timeout;
         let want_passthrough = initial_root() && std::env::var_os("FUSE_OVERLAYFS_NO_PASSTHROUGH").is_none() && o.fsync;
@@ -491,6 +516,8 @@ impl Overlay {
             tmp_seq: AtomicU64::new(0),
             ttl,
             same_dev: ndev == 1,
+            xino_hash,
+            hash_mask: (1u64 << (ino_bits - 1)) - 1,
             dev_shift: (ino_bits - 1).saturating_sub(bits),
             ino_mask: if o.ino32 { u32::MAX as u64 } else { u64::MAX },
             inodes: RwLock::new(Inodes { next_fallback: 1 << (ino_bits - 1), ..Default::default() }),
@@ -503,6 +530,7 @@ impl Overlay {
             want_passthrough,
             passthrough: AtomicBool::new(false),
             writeback: AtomicBool::new(false),
+            posix_acl: AtomicBool::new(false),
             stats: Arc::new(Stats::default()),
             o,
         };
@@ -677,14 +705,17 @@ impl Overlay {
     }
 
     /// The number an object would get without taking one from the counter: `Err` carries
-    /// a best guess when it needs one.
-    fn ino_peek(&self, g: &Inodes, layer: usize, ino: u64) -> Result<u64, u64> {
+    /// a best guess when it needs one. `hash` is the object's file handle number
+    /// ([`Self::handle_number`]) when numbers come from handles.
+    fn ino_peek(&self, g: &Inodes, layer: usize, ino: u64, hash: Option<u64>) -> Result<u64, u64> {
         let dev = self.layers[layer].dev_idx;
         let key = (dev, ino);
         let direct = if self.same_dev && ino & !self.ino_mask == 0 {
             Some(ino)
         } else if self.same_dev {
             None
+        } else if self.xino_hash {
+            hash
         } else if ino >> self.dev_shift == 0 {
             Some((dev << self.dev_shift) | ino)
         } else {
@@ -701,9 +732,9 @@ impl Overlay {
         Err((direct.unwrap_or(ino) & self.ino_mask).max(2))
     }
 
-    fn ino_for(&self, g: &mut Inodes, layer: usize, ino: u64) -> u64 {
+    fn ino_for(&self, g: &mut Inodes, layer: usize, ino: u64, hash: Option<u64>) -> u64 {
         let key = (self.layers[layer].dev_idx, ino);
-        if let Ok(id) = self.ino_peek(g, layer, ino) {
+        if let Ok(id) = self.ino_peek(g, layer, ino, hash) {
             return id;
         }
         let mut id = g.next_fallback & self.ino_mask;
@@ -716,15 +747,41 @@ impl Overlay {
         id
     }
 
+    /// The number of the object at `path` in layer `l` made from its file handle (with
+    /// `xino=auto|on` over several file systems): a hash of the layer's file system index
+    /// and the handle, so the same object gets the same number at every mount. Below the
+    /// counter's range; never 0 or 1.
+    fn handle_number(&self, dir: BorrowedFd<'_>, l: usize, path: &CStr) -> Option<u64> {
+        let (kind, bytes) = sys::file_handle(dir, path).ok()?;
+        // FNV-1a over (device index, handle type, handle), then a 64-bit finaliser
+        // (splitmix64) so that nearby handles spread over all bits.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let dev = self.layers[l].dev_idx.to_le_bytes();
+        for b in dev.iter().chain(kind.to_le_bytes().iter()).chain(bytes.iter()) {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 31;
+        Some((h & self.hash_mask).max(2))
+    }
+
     /// Records a looked-up child (one more kernel reference) and returns its node id.
     fn remember(&self, parent: u64, name: &OsStr, f: &Found) -> u64 {
         let fmt = sys::fmt(&f.st);
         let key = (self.layers[f.layer].dev_idx, f.st.st_ino);
+        let hash = if self.xino_hash {
+            let path = rl(&self.inodes).path(parent).and_then(|p| sys::join(&p, name).ok());
+            path.and_then(|p| self.handle_number(self.layers[f.layer].fd(), f.layer, &p))
+        } else {
+            None
+        };
         let mut g = wl(&self.inodes);
         let k = (parent, name.to_owned());
         let id = match g.children.get(&k) {
             Some(&id) if g.nodes.get(&id).is_some_and(|n| n.key == key && n.fmt == fmt) => id,
-            _ => self.ino_for(&mut g, f.layer, f.st.st_ino),
+            _ => self.ino_for(&mut g, f.layer, f.st.st_ino, hash),
         };
         if let Some(old) = g.children.insert(k.clone(), id) {
             if old != id {
@@ -1172,6 +1229,15 @@ impl Overlay {
                         return Err(e);
                     }
                 }
+                // Where the copy came from, as fuse-overlayfs writes it (regular files only,
+                // the path relative to the layer root with its NUL; hidden from users).
+                let mut origin = path.to_bytes_with_nul().to_vec();
+                if origin.starts_with(b"./") {
+                    origin.drain(..2);
+                }
+                if let Err(e) = sys::setxattr(XTarget::Fd(d.as_raw_fd()), ORIGIN_XATTR, &origin, 0) {
+                    tracing::debug!("{ORIGIN_XATTR:?} not written: {e}");
+                }
                 file = Some(d);
             }
             libc::S_IFLNK => {
@@ -1476,6 +1542,23 @@ impl Overlay {
         Ok((attr, fd, id))
     }
 
+    /// The mode to create an object with in directory `parent`: the caller's umask applied,
+    /// except under a directory with a default ACL while the kernel enforces ACLs: the layer
+    /// then applies that ACL (the daemon's own umask is 0), as a local file system would.
+    fn create_mode(&self, parent: u64, mode: u32, umask: u32) -> u32 {
+        if self.posix_acl.load(Ordering::Relaxed) {
+            let has_default = self
+                .info(parent)
+                .ok()
+                .and_then(|i| self.layers[i.layer].abs(&i.path).ok())
+                .is_some_and(|abs| sys::getxattr(XTarget::Path(&abs), c"system.posix_acl_default", 0).is_ok());
+            if has_default {
+                return mode;
+            }
+        }
+        mode & !(umask & 0o777)
+    }
+
     fn open_flags(&self, flags: i32) -> i32 {
         let mut f = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC);
         if self.writeback.load(Ordering::Relaxed) {
@@ -1547,13 +1630,89 @@ impl Overlay {
 
     // ------------------------------------------------------------------ rename
 
-    fn do_rename(&self, parent: u64, name: &OsStr, np: u64, nn: &OsStr, flags: RenameFlags) -> Result<(), Errno> {
-        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
-            return Err(Errno::EINVAL);
+    /// Copies the object `name` of `parent` (found as `f`, at `path`) into the upper layer:
+    /// through its node when the kernel knows it, else directly. Caller holds `ns`.
+    fn copy_up_child(&self, parent: u64, name: &OsStr, f: &Found, path: &CStr) -> Result<(), Errno> {
+        let id = rl(&self.inodes).children.get(&(parent, name.to_owned())).copied();
+        match id {
+            Some(id) => self.copy_up(id, true),
+            None => {
+                self.copy_up(parent, true)?;
+                if f.layer != 0 {
+                    self.copy_object(f.layer, path, true).map_err(ioerr)?;
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// renameat2(RENAME_EXCHANGE): both names stay, their objects swap. Objects in lower
+    /// layers are copied up first (directories must be wholly in the upper layer, else
+    /// EXDEV, as for rename); a directory that lands on a name a lower layer has becomes
+    /// opaque. No whiteout is needed: both names still exist.
+    fn do_exchange(&self, parent: u64, name: &OsStr, np: u64, nn: &OsStr) -> Result<(), Errno> {
+        let _ns = ml(&self.ns);
+        let p = self.info(parent)?;
+        let q = self.info(np)?;
+        let a = self.find_child(&p, name)?.ok_or(Errno::ENOENT)?;
+        let b = self.find_child(&q, nn)?.ok_or(Errno::ENOENT)?;
+        let adir = sys::fmt(&a.st) == libc::S_IFDIR;
+        let bdir = sys::fmt(&b.st) == libc::S_IFDIR;
+        if (adir && (a.layer != 0 || a.bottom != 0)) || (bdir && (b.layer != 0 || b.bottom != 0)) {
+            return Err(Errno::EXDEV);
+        }
+        if parent == np && name == nn {
+            return Ok(());
+        }
+        let apath = sys::join(&p.path, name).map_err(ioerr)?;
+        let bpath = sys::join(&q.path, nn).map_err(ioerr)?;
+        self.copy_up_child(parent, name, &a, &apath)?;
+        self.copy_up_child(np, nn, &b, &bpath)?;
+        self.copy_up(np, true)?;
+        let p = self.info(parent)?;
+        let q = self.info(np)?;
+        let up = self.upper()?;
+        // Directories moving onto a name that lower layers have must hide them there.
+        if adir && self.lower_has(&q, nn) {
+            let abs = up.abs(&apath).map_err(ioerr)?;
+            self.make_opaque(up.fd(), &apath, &abs).map_err(ioerr)?;
+        }
+        if bdir && self.lower_has(&p, name) {
+            let abs = up.abs(&bpath).map_err(ioerr)?;
+            self.make_opaque(up.fd(), &bpath, &abs).map_err(ioerr)?;
+        }
+        sys::renameat2(up.fd(), &apath, up.fd(), &bpath, libc::RENAME_EXCHANGE).map_err(ioerr)?;
+        let mut g = wl(&self.inodes);
+        let ka = (parent, name.to_owned());
+        let kb = (np, nn.to_owned());
+        let ia = g.children.remove(&ka);
+        let ib = g.children.remove(&kb);
+        for (id, from, to) in [(ia, &ka, &kb), (ib, &kb, &ka)] {
+            let Some(id) = id else { continue };
+            g.children.insert(to.clone(), id);
+            if let Some(n) = g.nodes.get_mut(&id) {
+                for x in n.names.iter_mut().filter(|x| *x == from) {
+                    *x = to.clone();
+                }
+                n.layer = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn do_rename(&self, parent: u64, name: &OsStr, np: u64, nn: &OsStr, flags: RenameFlags) -> Result<(), Errno> {
         if nn.as_bytes().starts_with(WH_PREFIX) {
             return Err(Errno::EINVAL);
         }
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            if flags.intersects(RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_WHITEOUT) {
+                return Err(Errno::EINVAL);
+            }
+            return self.do_exchange(parent, name, np, nn);
+        }
+        // RENAME_WHITEOUT: the source name is left deleted (a whiteout in the upper layer)
+        // even when no lower layer has it.
+        let keep_wh = flags.contains(RenameFlags::RENAME_WHITEOUT);
         let _ns = ml(&self.ns);
         let p = self.info(parent)?;
         let src = self.find_child(&p, name)?.ok_or(Errno::ENOENT)?;
@@ -1587,21 +1746,12 @@ impl Overlay {
             }
         }
         // The source node (the kernel looked it up before renaming).
-        let sid = rl(&self.inodes).children.get(&(parent, name.to_owned())).copied();
-        match sid {
-            Some(sid) => self.copy_up(sid, true)?,
-            None => {
-                self.copy_up(parent, true)?;
-                if src.layer != 0 {
-                    self.copy_object(src.layer, &spath, true).map_err(ioerr)?;
-                }
-            }
-        }
+        self.copy_up_child(parent, name, &src, &spath)?;
         self.copy_up(np, true)?;
         let p = self.info(parent)?;
         let q = self.info(np)?;
         let up = self.upper()?;
-        let src_below = self.lower_has(&p, name);
+        let src_below = keep_wh || self.lower_has(&p, name);
         let dst_below = self.lower_has(&q, nn);
         // Clear the destination in the upper layer.
         if let Ok(st) = sys::fstatat(up.fd(), &dpath) {
@@ -1838,6 +1988,12 @@ impl Overlay {
         }
     }
 
+    /// The directory `path` of layer `l` (`O_PATH`, no symlink followed); `None` if absent.
+    fn open_layer_dir(&self, l: usize, path: &CStr) -> Option<OwnedFd> {
+        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        sys::openat(self.layers[l].fd(), path, flags, 0).ok()
+    }
+
     fn handle(&self, fh: FileHandle) -> Result<Arc<FileH>, Errno> {
         rl(&self.files).get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
@@ -1961,8 +2117,18 @@ impl Filesystem for Overlay {
             // layer): saves the kernel's GETATTR and GETXATTR(security.capability) rounds
             // before writes and chown.
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
-        if !self.same_dev {
+        if !self.same_dev && !self.xino_hash {
             want |= InitFlags::FUSE_NO_EXPORT_SUPPORT;
+        }
+        // POSIX ACLs (as fuse-overlayfs, unless noacl): the kernel enforces them and passes
+        // system.posix_acl_* through; with DONT_MASK it leaves the umask to us, which is
+        // not applied under a directory with a default ACL (the layer applies that ACL).
+        let acl = !self.o.noacl && !self.o.noxattrs && caps.contains(InitFlags::FUSE_POSIX_ACL);
+        if acl {
+            want |= InitFlags::FUSE_POSIX_ACL;
+            if caps.contains(InitFlags::FUSE_DONT_MASK) {
+                want |= InitFlags::FUSE_DONT_MASK;
+            }
         }
         let mut passthrough = false;
         if self.want_passthrough && caps.contains(InitFlags::FUSE_PASSTHROUGH) && config.set_max_stack_depth(2).is_ok()
@@ -1979,7 +2145,13 @@ impl Filesystem for Overlay {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_background(64);
         self.passthrough.store(passthrough, Ordering::Relaxed);
-        tracing::info!(passthrough, writeback = self.writeback.load(Ordering::Relaxed), "FUSE session initialised");
+        self.posix_acl.store(acl, Ordering::Relaxed);
+        tracing::info!(
+            passthrough,
+            acl,
+            writeback = self.writeback.load(Ordering::Relaxed),
+            "FUSE session initialised"
+        );
         Ok(())
     }
 
@@ -2036,12 +2208,12 @@ impl Filesystem for Overlay {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
-        let r = self.do_mknod(req, parent.0, name, mode & !(umask & 0o777), rdev);
+        let r = self.do_mknod(req, parent.0, name, self.create_mode(parent.0, mode, umask), rdev);
         reply_err!(reply, r, a => reply.entry(&self.ttl, &a, Generation(0)))
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let r = self.do_mkdir(req, parent.0, name, mode & !umask);
+        let r = self.do_mkdir(req, parent.0, name, self.create_mode(parent.0, mode, umask));
         reply_err!(reply, r, a => reply.entry(&self.ttl, &a, Generation(0)))
     }
 
@@ -2208,6 +2380,9 @@ impl Filesystem for Overlay {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
+        // With numbers from file handles, the directory opened once per layer.
+        let dir_path = if self.xino_hash { self.info(ino.0).ok().map(|i| i.path) } else { None };
+        let mut dirfds: HashMap<usize, Option<OwnedFd>> = HashMap::new();
         let mut off = offset;
         if off == 0 {
             if reply.add(ino, 1, FileType::Directory, ".") {
@@ -2225,11 +2400,20 @@ impl Filesystem for Overlay {
             // The number stat shows: the node's when the kernel knows the entry (it keeps its
             // number across a copy-up); else one that takes no counter entry (which only a
             // node's FORGET would free).
-            let ino = {
+            let known = {
                 let g = rl(&self.inodes);
-                match g.children.get(&(ino.0, e.name.clone())).filter(|id| g.nodes.contains_key(id)) {
-                    Some(&id) => id,
-                    None => self.ino_peek(&g, e.layer, e.ino).unwrap_or_else(|guess| guess),
+                g.children.get(&(ino.0, e.name.clone())).filter(|id| g.nodes.contains_key(id)).copied()
+            };
+            let ino = match known {
+                Some(id) => id,
+                None => {
+                    let hash = dir_path.as_ref().and_then(|dp| {
+                        let dfd = dirfds.entry(e.layer).or_insert_with(|| self.open_layer_dir(e.layer, dp));
+                        let name = sys::cstr(e.name.as_bytes()).ok()?;
+                        self.handle_number(dfd.as_ref()?.as_fd(), e.layer, &name)
+                    });
+                    let g = rl(&self.inodes);
+                    self.ino_peek(&g, e.layer, e.ino, hash).unwrap_or_else(|guess| guess)
                 }
             };
             if reply.add(INodeNo(ino), i as u64 + 3, kind_of(e.fmt), &e.name) {
@@ -2264,10 +2448,7 @@ impl Filesystem for Overlay {
         let mut dirfds: HashMap<usize, Option<OwnedFd>> = HashMap::new();
         for (i, e) in list.iter().enumerate().skip((off - 2) as usize) {
             let Ok(path) = sys::join(&dir.path, &e.name) else { continue };
-            let dfd = dirfds.entry(e.layer).or_insert_with(|| {
-                let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
-                sys::openat(self.layers[e.layer].fd(), &dir.path, flags, 0).ok()
-            });
+            let dfd = dirfds.entry(e.layer).or_insert_with(|| self.open_layer_dir(e.layer, &dir.path));
             let Some(dfd) = dfd else { continue };
             let Ok(name) = sys::cstr(e.name.as_bytes()) else { continue };
             let Ok(st) = sys::fstatat(dfd.as_fd(), &name) else { continue };
@@ -2426,7 +2607,7 @@ impl Filesystem for Overlay {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (a, fd, id) = match self.do_create(req, parent.0, name, mode & !umask, flags) {
+        let (a, fd, id) = match self.do_create(req, parent.0, name, self.create_mode(parent.0, mode, umask), flags) {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };

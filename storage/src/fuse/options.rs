@@ -81,7 +81,8 @@ impl IdMap {
 pub enum Xino {
     /// Node numbers (unique, not stable across mounts).
     Off,
-    /// Stable numbers where possible, else as `Off` (here: as `Off`).
+    /// Numbers hashed from file handles when every layer has them (stable across
+    /// mounts), else as `Off`.
     Auto,
     /// Stable numbers required: the mount fails when they cannot be had.
     On,
@@ -116,6 +117,8 @@ pub struct Options {
     pub xattr_permissions: u8,
     /// `xino=off|auto|on`.
     pub xino: Xino,
+    /// `noacl`: no POSIX ACL support (the kernel then neither asks for nor enforces ACLs).
+    pub noacl: bool,
     /// `ino32_t`: inode numbers fit in 32 bits.
     pub ino32: bool,
     /// `fsync=0` / `volatile` clear it.
@@ -150,6 +153,7 @@ pub const USAGE: &str =
     "usage: fuse-overlay [-f] [-d] -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR][,OPTS] [SOURCE] MOUNTPOINT
 options: lowerdir upperdir workdir uidmapping gidmapping squash_to_root squash_to_uid squash_to_gid
          static_nlink noxattrs=1 xattr_permissions=0|1|2 fsync=0 volatile writeback=0|1 timeout=SECS
+         xino=off|auto|on ino32_t noacl
          and the usual mount flags (ro rw nodev dev nosuid suid noexec exec noatime allow_other ...)";
 
 /// Options passed to the kernel or ignored silently (as fuse-overlayfs does).
@@ -178,7 +182,6 @@ const PASSTHROUGH_OPTS: &[&str] = &[
     "sync",
     "async",
     "dirsync",
-    "noacl",
     "threaded",
     "fast_ino",
     "fast_ino_check",
@@ -299,6 +302,7 @@ pub fn parse(args: &[String], cwd: &Path) -> Result<Command, OptError> {
         noxattrs: false,
         xattr_permissions: 0,
         xino: Xino::Off,
+        noacl: false,
         ino32: false,
         fsync: true,
         writeback: true,
@@ -346,6 +350,8 @@ pub fn parse(args: &[String], cwd: &Path) -> Result<Command, OptError> {
                 }
             }
             "ino32_t" => o.ino32 = parse_bool(k, v)?,
+            "noacl" => o.noacl = true,
+            "acl" => o.noacl = false,
             "fsync" => o.fsync = parse_bool(k, v)?,
             "volatile" => o.fsync = false,
             "writeback" => o.writeback = parse_bool(k, v)?,

@@ -246,6 +246,42 @@ pub fn renameat2(odir: BorrowedFd<'_>, old: &CStr, ndir: BorrowedFd<'_>, new: &C
     .map(drop)
 }
 
+/// `name_to_handle_at(2)` of `path` beneath `dir` (a final symlink is not followed without
+/// AT_SYMLINK_FOLLOW): the
+/// handle type and bytes (ENOTSUP/EOPNOTSUPP where the file system has no file handles).
+pub fn file_handle(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<(i32, Vec<u8>)> {
+    /// `struct file_handle` with room for MAX_HANDLE_SZ bytes.
+    #[repr(C)]
+    struct Fh {
+        bytes: u32,
+        kind: i32,
+        data: [u8; 128],
+    }
+    let mut fh = Fh { bytes: 128, kind: 0, data: [0; 128] };
+    let mut mount_id: libc::c_int = 0;
+    at(dir, path, |d, n| {
+        // SAFETY: `n` is NUL-terminated, `fh` is a file_handle with `bytes` bytes of room
+        // and `mount_id` is valid for writes.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_name_to_handle_at,
+                d,
+                n.as_ptr(),
+                &mut fh as *mut Fh,
+                &mut mount_id as *mut libc::c_int,
+                0,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    })?;
+    let len = (fh.bytes as usize).min(fh.data.len());
+    Ok((fh.kind, fh.data[..len].to_vec()))
+}
+
 /// `fchownat(2)` without following symlinks.
 pub fn lchownat(dir: BorrowedFd<'_>, path: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: `path` is NUL-terminated.
