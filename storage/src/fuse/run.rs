@@ -172,6 +172,10 @@ pub fn run(o: Options) -> Result<(), RunError> {
         threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).clamp(1, 64),
     );
     config.clone_fd = true;
+    // FUSE over io_uring (Linux 6.14+ with fuse.enable_uring=Y): one queue per CPU, served on
+    // that CPU. Off with FUSE_OVER_IO_URING=0; without kernel support fuser falls back to
+    // /dev/fuse and says why at info level (visible with -d).
+    config.io_uring = std::env::var("FUSE_OVERLAY_URING").map_or(true, |v| v.trim() != "0");
     config.acl = SessionACL::All;
     let merr = |source: io::Error| RunError::Mount { path: mountpoint.display().to_string(), source };
     let session = match mount_direct(&o).map_err(merr)? {

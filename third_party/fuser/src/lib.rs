@@ -102,6 +102,9 @@ mod request;
 mod request_param;
 mod session;
 mod time;
+// rpod: FUSE over io_uring.
+#[cfg(target_os = "linux")]
+mod uring;
 
 /// We generally support async reads
 #[cfg(not(target_os = "macos"))]

@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
+#[cfg(target_os = "linux")]
+use std::os::fd::AsRawFd;
 use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -138,6 +140,9 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// rpod: io_uring queues agreed on in INIT, started by `run`.
+    #[cfg(target_os = "linux")]
+    uring: Option<crate::uring::Prepared>,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -183,6 +188,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
 
         session.handshake()?;
@@ -211,6 +218,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
 
         session.handshake()?;
@@ -249,6 +258,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            #[cfg(target_os = "linux")]
+            uring,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -283,9 +294,40 @@ impl<FS: Filesystem> Session<FS> {
                 channels.push(ch.clone());
             }
         }
+        #[cfg(target_os = "linux")]
+        let uring_ch = ch.clone();
         channels.push(ch);
 
         let mut threads = Vec::with_capacity(n_threads);
+
+        // rpod: one thread per io_uring queue.
+        #[cfg(target_os = "linux")]
+        if let Some(prepared) = uring {
+            let payload = prepared.payload();
+            for q in prepared.queues {
+                let qid = q.qid();
+                let thread_name = format!("fuser-uring-{qid}");
+                let event_loop = SessionEventLoop {
+                    thread_name: thread_name.clone(),
+                    filesystem: filesystem.clone(),
+                    ch: uring_ch.clone(),
+                    allowed,
+                    session_owner,
+                };
+                let ch = uring_ch.clone();
+                match thread::Builder::new()
+                    .name(thread_name)
+                    .spawn(move || crate::uring::serve(q, event_loop, ch, payload))
+                {
+                    Ok(t) => threads.push(t),
+                    Err(e) => {
+                        // The kernel waits for every queue: make it fall back instead.
+                        error!("io_uring queue {qid}: cannot start its thread: {e}");
+                        crate::uring::refuse(uring_ch.as_fd().as_raw_fd());
+                    }
+                }
+            }
+        }
 
         for (i, ch) in channels.into_iter().enumerate() {
             let thread_name = format!("fuser-{i}");
@@ -410,6 +452,7 @@ impl<FS: Filesystem> Session<FS> {
             }
 
             let mut config = KernelConfig::new(init.capabilities(), init.max_readahead(), v);
+            // rpod: whether to ask for FUSE over io_uring is decided after `init` below.
 
             // Call filesystem init method and give it a chance to return an error
             let Some(filesystem) = &mut self.filesystem.fs else {
@@ -424,6 +467,15 @@ impl<FS: Filesystem> Session<FS> {
                 <ReplyRaw as Reply>::new(request.unique(), ReplySender::Channel(self.ch.sender()))
                     .send_ll(&ResponseErrno(errno));
                 return Err(error);
+            }
+
+            // rpod: FUSE over io_uring: the rings must exist before the reply (see uring.rs).
+            #[cfg(target_os = "linux")]
+            if self.config.io_uring {
+                match crate::uring::prepare(&mut config) {
+                    Ok(p) => self.uring = Some(p),
+                    Err(why) => info!("FUSE over io_uring not used: {why}"),
+                }
             }
 
             // Remember the ABI version supported by kernel and mark the session initialized.
