@@ -1310,6 +1310,25 @@ fn copy_up_records_origin() {
     assert_eq!(get_xattr(&m.join("d/e/g"), "user.fuseoverlayfs.origin"), Err(libc::ENODATA));
     assert_eq!(fs::read_to_string(m.join("d/e/g")).unwrap(), "g");
     drop(fuse);
+
+    // Read back (ours, or trusted.overlay.origin as another fuse-overlayfs wrote it): a
+    // copied-up file keeps the number of its lower file after a remount, in stat and readdir.
+    fs::write(t.p("l2/r"), "r").unwrap();
+    fs::write(t.p("u/r"), "r2").unwrap();
+    set_xattr(&t.p("u/r"), "trusted.overlay.origin", b"r\0");
+    fs::write(t.p("u/bad"), "b").unwrap();
+    set_xattr(&t.p("u/bad"), "user.fuseoverlayfs.origin", b"../r\0");
+    let fuse = Fuse::start(&t.opts(), &m);
+    let lower_ino = |p: &str| fs::metadata(t.p("l2").join(p)).unwrap().ino();
+    for (dir, p) in [("", "f"), ("", "r"), ("d/e", "g")] {
+        let got: Vec<u64> = getdents_small(&m.join(dir)).iter().filter(|(n, _)| n.ends_with(p)).map(|x| x.1).collect();
+        let rel = if dir.is_empty() { p.to_owned() } else { format!("{dir}/{p}") };
+        assert_eq!(got, [lower_ino(&rel)], "d_ino of {rel}");
+        assert_eq!(fs::metadata(m.join(&rel)).unwrap().ino(), lower_ino(&rel), "st_ino of {rel}");
+    }
+    assert_eq!(fs::metadata(m.join("bad")).unwrap().ino(), fs::metadata(t.p("u/bad")).unwrap().ino());
+    assert_eq!(fs::read_to_string(m.join("r")).unwrap(), "r2");
+    drop(fuse);
 }
 
 /// Creates `f` (a file) and `d` (a directory) in `dir` with `umask`, through a shell, and
@@ -1391,4 +1410,69 @@ fn posix_acls_are_enforced_and_inherited() {
     assert_eq!(created_modes(&m.join("plain2"), "077"), (0o600, 0o700));
     assert!(!cat("lsecret").status.success(), "noacl: ACLs not enforced");
     drop(fuse);
+}
+
+/// Python that calls renameat2(argv[1], argv[2], flags=argv[3]) and exits with its errno.
+const RENAMEAT2_PY: &str = "import ctypes,sys,os; l=ctypes.CDLL(None,use_errno=True); \
+    r=l.renameat2(-100,sys.argv[1].encode(),-100,sys.argv[2].encode(),int(sys.argv[3])); \
+    sys.exit(ctypes.get_errno() if r else 0)";
+
+#[test]
+fn rootless_acls_and_rename_flags() {
+    if !require_root("rootless_acls_and_rename_flags") {
+        return;
+    }
+    let have = |c: &str, a: &str| Command::new(c).arg(a).output().is_ok_and(|o| o.status.success());
+    if !have("id", "rpodtest") || !have("setfacl", "--version") || !have("python3", "--version") {
+        if std::env::var_os("RPOD_REQUIRE_ROOT").is_some_and(|v| v == "1") {
+            panic!("user rpodtest, setfacl or python3 missing (run scripts/setup.sh)");
+        }
+        eprintln!("SKIPPED rootless_acls_and_rename_flags: no user rpodtest, setfacl or python3 (scripts/setup.sh)");
+        return;
+    }
+    let t = Tree::new();
+    fs::write(t.p("l2/a"), "A").unwrap();
+    fs::write(t.p("l2/b"), "B").unwrap();
+    fs::write(t.p("l2/w"), "W").unwrap();
+    let bin = t.p("fuse-overlay");
+    fs::copy(BIN, &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(t.t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for d in ["u", "w", "m", "l1", "l2", "l2/a", "l2/b", "l2/w"] {
+        std::os::unix::fs::chown(t.p(d), Some(1001), Some(1001)).unwrap();
+    }
+    let (b, m, o) = (bin.display(), t.p("m").display().to_string(), t.opts());
+    // In a user namespace with a second user (1000 inside), as podman runs it.
+    let script = format!(
+        "unshare -U --map-auto --map-root-user -m sh -euc '
+         {b} -o {o} {m}
+         as1000() {{ setpriv --reuid 1000 --regid 1000 --clear-groups \"$@\"; }}
+         echo secret > {m}/sec; chmod 600 {m}/sec
+         echo closed > {m}/closed; chmod 600 {m}/closed
+         setfacl -m u:1000:r {m}/sec
+         as1000 cat {m}/sec
+         as1000 cat {m}/closed 2>/dev/null || echo closed-refused
+         mkdir -m 700 {m}/dd
+         setfacl -m u:1000:rx,d:u:1000:rwx {m}/dd
+         (umask 077; : > {m}/dd/x)
+         stat -c \"x-mode %a\" {m}/dd/x
+         as1000 sh -c \"echo w >> {m}/dd/x\" && echo inherited-write-ok
+         python3 -c \"$0\" {m}/a {m}/b 2
+         cat {m}/a {m}/b; echo
+         python3 -c \"$0\" {m}/w {m}/w2 4
+         ls {m}
+         umount {m}' '{RENAMEAT2_PY}'"
+    );
+    let out = as_rpodtest(&script);
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "userns: {so} {}", String::from_utf8_lossy(&out.stderr));
+    for want in ["secret\n", "closed-refused\n", "x-mode 660\n", "inherited-write-ok\n", "BA\n"] {
+        assert!(so.contains(want), "{want:?} missing: {so}");
+    }
+    assert!(!so.lines().any(|l| l == "w"), "w renamed away with a whiteout: {so}");
+    assert!(so.lines().any(|l| l == "w2"), "{so}");
+    // On disk: the ACL names the host uid of user 1000 inside (subuid 100000 + 999).
+    let acl = sh(&format!("getfacl -cn {}", t.p("u/sec").display()));
+    assert!(acl.contains("user:100999:r--"), "{acl}");
+    assert!(upper_whiteout(&t, "w"));
 }

@@ -270,6 +270,14 @@ enum Probe {
     Absent,
 }
 
+/// What an object's number is made from: an inode number in a layer, or the hash of a
+/// file handle (`xino=auto|on` over several file systems).
+struct NumSrc {
+    layer: usize,
+    ino: u64,
+    hash: Option<u64>,
+}
+
 /// Where a name was found.
 struct Found {
     layer: usize,
@@ -704,12 +712,12 @@ impl Overlay {
         (p.layer.max(1)..=p.bottom).any(|l| sys::fstatat(self.layers[l].fd(), &path).is_ok())
     }
 
-    /// The number an object would get without taking one from the counter: `Err` carries
-    /// a best guess when it needs one. `hash` is the object's file handle number
-    /// ([`Self::handle_number`]) when numbers come from handles.
-    fn ino_peek(&self, g: &Inodes, layer: usize, ino: u64, hash: Option<u64>) -> Result<u64, u64> {
-        let dev = self.layers[layer].dev_idx;
-        let key = (dev, ino);
+    /// The number an object (identified by `key`, its layer's device index and inode
+    /// number) would get without taking one from the counter: `Err` carries a best guess
+    /// when it needs one. The number is made from `src`.
+    fn ino_peek(&self, g: &Inodes, key: (u64, u64), src: &NumSrc) -> Result<u64, u64> {
+        let (ino, hash) = (src.ino, src.hash);
+        let dev = self.layers[src.layer].dev_idx;
         let direct = if self.same_dev && ino & !self.ino_mask == 0 {
             Some(ino)
         } else if self.same_dev {
@@ -732,9 +740,8 @@ impl Overlay {
         Err((direct.unwrap_or(ino) & self.ino_mask).max(2))
     }
 
-    fn ino_for(&self, g: &mut Inodes, layer: usize, ino: u64, hash: Option<u64>) -> u64 {
-        let key = (self.layers[layer].dev_idx, ino);
-        if let Ok(id) = self.ino_peek(g, layer, ino, hash) {
+    fn ino_for(&self, g: &mut Inodes, key: (u64, u64), src: &NumSrc) -> u64 {
+        if let Ok(id) = self.ino_peek(g, key, src) {
             return id;
         }
         let mut id = g.next_fallback & self.ino_mask;
@@ -767,21 +774,84 @@ impl Overlay {
         Some((h & self.hash_mask).max(2))
     }
 
-    /// Records a looked-up child (one more kernel reference) and returns its node id.
-    fn remember(&self, parent: u64, name: &OsStr, f: &Found) -> u64 {
+    /// Whether the number of an object in `layer` of type `fmt` may come from its origin
+    /// (a copied-up regular file with lower layers to look in).
+    fn origin_candidate(&self, layer: usize, fmt: u32) -> bool {
+        layer == 0 && self.has_upper && self.layers.len() > 1 && fmt == libc::S_IFREG
+    }
+
+    /// The lower object an upper file was copied from, by its origin xattr (ours, else
+    /// `trusted.overlay.origin` as fuse-overlayfs reads it): the topmost lower layer with a
+    /// regular file at that path, with the path. A kernel overlayfs origin (a binary file
+    /// handle) or a path that is not plainly relative is ignored.
+    fn origin_of(&self, path: &CStr) -> Option<(usize, CString, libc::stat)> {
+        let abs = self.layers[0].abs(path).ok()?;
+        let t = XTarget::Path(&abs);
+        let v = match sys::getxattr(t, ORIGIN_XATTR, 4096) {
+            Ok(v) => v,
+            Err(_) if self.trusted_ok.load(Ordering::Relaxed) => {
+                sys::getxattr(t, c"trusted.overlay.origin", 4096).ok()?
+            }
+            Err(_) => return None,
+        };
+        let v = v.strip_suffix(b"\0").unwrap_or(&v);
+        let plain = |c: &[u8]| !c.is_empty() && c != b"." && c != b"..";
+        if v.is_empty() || v.starts_with(b"/") || v.contains(&0) || !v.split(|b| *b == b'/').all(plain) {
+            return None;
+        }
+        let opath = sys::cstr(v).ok()?;
+        (1..self.layers.len()).find_map(|l| match sys::fstatat(self.layers[l].fd(), &opath) {
+            Ok(st) if sys::fmt(&st) == libc::S_IFREG => Some((l, opath.clone(), st)),
+            _ => None,
+        })
+    }
+
+    /// Where the number of the object at `path` in `layer` (inode `ino`, type `fmt`) comes
+    /// from: the object itself, or with `origin` for a copied-up regular file the lower file
+    /// it came from (as fuse-overlayfs: a file keeps its number across copy-up and remounts).
+    fn num_src(&self, layer: usize, path: Option<&CStr>, ino: u64, fmt: u32, origin: bool) -> NumSrc {
+        if let (true, Some(p)) = (origin && self.origin_candidate(layer, fmt), path) {
+            if let Some((l, opath, st)) = self.origin_of(p) {
+                let hash = if self.xino_hash { self.handle_number(self.layers[l].fd(), l, &opath) } else { None };
+                return NumSrc { layer: l, ino: st.st_ino, hash };
+            }
+        }
+        let hash = match (self.xino_hash, path) {
+            (true, Some(p)) => self.handle_number(self.layers[layer].fd(), layer, p),
+            _ => None,
+        };
+        NumSrc { layer, ino, hash }
+    }
+
+    /// Records a looked-up child (one more kernel reference) and returns its node id. With
+    /// `origin`, a copied-up file gets the number of the lower file it came from.
+    fn remember(&self, parent: u64, name: &OsStr, f: &Found, origin: bool) -> u64 {
         let fmt = sys::fmt(&f.st);
         let key = (self.layers[f.layer].dev_idx, f.st.st_ino);
-        let hash = if self.xino_hash {
-            let path = rl(&self.inodes).path(parent).and_then(|p| sys::join(&p, name).ok());
-            path.and_then(|p| self.handle_number(self.layers[f.layer].fd(), f.layer, &p))
-        } else {
-            None
+        let known = {
+            let g = rl(&self.inodes);
+            g.children
+                .get(&(parent, name.to_owned()))
+                .copied()
+                .filter(|id| g.nodes.get(id).is_some_and(|n| n.key == key && n.fmt == fmt))
+        };
+        let src = match known {
+            Some(_) => None,
+            None => {
+                let want_path = self.xino_hash || (origin && self.origin_candidate(f.layer, fmt));
+                let path =
+                    if want_path { rl(&self.inodes).path(parent).and_then(|p| sys::join(&p, name).ok()) } else { None };
+                Some(self.num_src(f.layer, path.as_deref(), f.st.st_ino, fmt, origin))
+            }
         };
         let mut g = wl(&self.inodes);
         let k = (parent, name.to_owned());
         let id = match g.children.get(&k) {
             Some(&id) if g.nodes.get(&id).is_some_and(|n| n.key == key && n.fmt == fmt) => id,
-            _ => self.ino_for(&mut g, f.layer, f.st.st_ino, hash),
+            _ => {
+                let src = src.unwrap_or(NumSrc { layer: f.layer, ino: f.st.st_ino, hash: None });
+                self.ino_for(&mut g, key, &src)
+            }
         };
         if let Some(old) = g.children.insert(k.clone(), id) {
             if old != id {
@@ -891,7 +961,7 @@ impl Overlay {
     fn do_lookup(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
         let p = self.info(parent)?;
         let f = self.find_child(&p, name)?.ok_or(Errno::ENOENT)?;
-        let id = self.remember(parent, name, &f);
+        let id = self.remember(parent, name, &f, true);
         let path = sys::join(&p.path, name).map_err(ioerr)?;
         Ok(self.attr(id, f.layer, &path, &f.st))
     }
@@ -1409,7 +1479,7 @@ impl Overlay {
     /// Records a new upper object and returns its attributes.
     fn finish_create(&self, parent: u64, name: &OsStr, path: &CStr, st: &libc::stat) -> FileAttr {
         let f = Found { layer: 0, st: *st, bottom: 0 };
-        let id = self.remember(parent, name, &f);
+        let id = self.remember(parent, name, &f, false);
         self.attr(id, 0, path, st)
     }
 
@@ -2380,9 +2450,12 @@ impl Filesystem for Overlay {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
-        // With numbers from file handles, the directory opened once per layer.
-        let dir_path = if self.xino_hash { self.info(ino.0).ok().map(|i| i.path) } else { None };
-        let mut dirfds: HashMap<usize, Option<OwnedFd>> = HashMap::new();
+        // Numbers from file handles or origins need the entries' paths.
+        let dir_path = if self.xino_hash || (self.has_upper && self.layers.len() > 1) {
+            self.info(ino.0).ok().map(|i| i.path)
+        } else {
+            None
+        };
         let mut off = offset;
         if off == 0 {
             if reply.add(ino, 1, FileType::Directory, ".") {
@@ -2407,13 +2480,16 @@ impl Filesystem for Overlay {
             let ino = match known {
                 Some(id) => id,
                 None => {
-                    let hash = dir_path.as_ref().and_then(|dp| {
-                        let dfd = dirfds.entry(e.layer).or_insert_with(|| self.open_layer_dir(e.layer, dp));
-                        let name = sys::cstr(e.name.as_bytes()).ok()?;
-                        self.handle_number(dfd.as_ref()?.as_fd(), e.layer, &name)
-                    });
+                    let path = match &dir_path {
+                        Some(dp) if self.xino_hash || self.origin_candidate(e.layer, e.fmt) => {
+                            sys::join(dp, &e.name).ok()
+                        }
+                        _ => None,
+                    };
+                    let src = self.num_src(e.layer, path.as_deref(), e.ino, e.fmt, true);
+                    let key = (self.layers[e.layer].dev_idx, e.ino);
                     let g = rl(&self.inodes);
-                    self.ino_peek(&g, e.layer, e.ino, hash).unwrap_or_else(|guess| guess)
+                    self.ino_peek(&g, key, &src).unwrap_or_else(|guess| guess)
                 }
             };
             if reply.add(INodeNo(ino), i as u64 + 3, kind_of(e.fmt), &e.name) {
@@ -2458,7 +2534,7 @@ impl Filesystem for Overlay {
                 e.layer
             };
             let f = Found { layer: e.layer, st, bottom };
-            let id = self.remember(ino.0, &e.name, &f);
+            let id = self.remember(ino.0, &e.name, &f, true);
             let a = self.attr(id, e.layer, &path, &st);
             if reply.add(INodeNo(id), i as u64 + 3, &e.name, &self.ttl, &a, Generation(0)) {
                 wl(&self.inodes).forget(id, 1);
