@@ -461,11 +461,15 @@ pub(crate) fn serve<FS: Filesystem>(
     submit(&q.ring, 0)?;
     let mut live = depth;
     let mut registered = true;
+    // Requests that already arrived (a successful completion) are served in the loop below.
+    let mut done: Vec<(usize, i32)> = Vec::with_capacity(depth * 2);
     {
         let mut cq = q.ring.completion();
         cq.sync();
         for c in &mut cq {
-            if c.result() < 0 {
+            if c.result() >= 0 {
+                done.push((c.user_data() as usize, c.result()));
+            } else {
                 registered = false;
                 live -= 1;
                 let err = io::Error::from_raw_os_error(-c.result());
@@ -479,36 +483,29 @@ pub(crate) fn serve<FS: Filesystem>(
             }
         }
     }
-    if !registered {
-        // The kernel has dropped io_uring for this connection; the entries that did
-        // register end with the connection.
-        while live > 0 {
-            submit(&q.ring, 1)?;
-            let mut cq = q.ring.completion();
-            cq.sync();
-            for _ in &mut cq {
-                live -= 1;
+    // After a refused REGISTER the kernel serves /dev/fuse; entries that did register are
+    // served below all the same, and end with the connection.
+    if registered {
+        info!(
+            "FUSE over io_uring: queue {qid} registered ({depth} entries, {payload} bytes each{})",
+            if cpus("online").contains(&cpu) {
+                format!(", CPU {cpu}")
+            } else {
+                String::new()
             }
-        }
-        return Ok(());
+        );
     }
-    info!(
-        "FUSE over io_uring: queue {qid} registered ({depth} entries, {payload} bytes each{})",
-        if cpus("online").contains(&cpu) {
-            format!(", CPU {cpu}")
-        } else {
-            String::new()
-        }
-    );
 
     // Requests are rebuilt here: in header, op header, payload (8-byte aligned for parsing).
     let mut req_buf = vec![0u64; (IN_HEADER + OP_IN + payload).div_ceil(8)];
     let mut served_any = false;
     let mut fails = vec![0u32; depth];
-    let mut done: Vec<(usize, i32)> = Vec::with_capacity(depth * 2);
+    let mut first = true;
     while live > 0 {
-        submit(&q.ring, 1)?;
-        done.clear();
+        if !std::mem::take(&mut first) {
+            submit(&q.ring, 1)?;
+            done.clear();
+        }
         {
             let mut cq = q.ring.completion();
             cq.sync();
