@@ -1410,6 +1410,18 @@ fn posix_acls_are_enforced_and_inherited() {
     assert_eq!(created_modes(&m.join("plain2"), "077"), (0o600, 0o700));
     assert!(!cat("lsecret").status.success(), "noacl: ACLs not enforced");
     drop(fuse);
+
+    // uidmapping/gidmapping: the ids inside ACLs are mapped like owners (disk 0.. shown 1000..).
+    fs::write(t.p("l2/mapped"), "m").unwrap();
+    let fuse = Fuse::start(&format!("{},uidmapping=0:1000:65536,gidmapping=0:1000:65536", t.opts()), &m);
+    sh(&format!("setfacl -m u:1500:r,g:1077:r {md}/mapped"));
+    let shown = sh(&format!("getfacl -cn {md}/mapped"));
+    assert!(shown.contains("user:1500:r--") && shown.contains("group:1077:r--"), "{shown}");
+    let disk = sh(&format!("getfacl -cn {}", t.p("u/mapped").display()));
+    assert!(disk.contains("user:500:r--") && disk.contains("group:77:r--"), "{disk}");
+    let out = Command::new("setfacl").arg("-m").arg("u:500:r").arg(m.join("mapped")).output().unwrap();
+    assert!(!out.status.success(), "an id outside the mapping is refused");
+    drop(fuse);
 }
 
 /// Python that calls renameat2(argv[1], argv[2], flags=argv[3]) and exits with its errno.

@@ -61,6 +61,34 @@ const CAPS_XATTR: &[u8] = b"security.capability";
 /// Written on copy-up (as fuse-overlayfs): the copied object's path in the lower layer.
 const ORIGIN_XATTR: &CStr = c"user.fuseoverlayfs.origin";
 
+/// POSIX ACL xattrs: their entries name users and groups, mapped like owners.
+fn is_acl_xattr(name: &[u8]) -> bool {
+    name == b"system.posix_acl_access" || name == b"system.posix_acl_default"
+}
+
+/// Maps the user and group ids inside a POSIX ACL xattr value (`posix_acl_xattr_header`,
+/// version 2, then 8-byte entries: tag u16, perm u16, id u32, little endian). `None` when
+/// the value is malformed or an id has no mapping.
+fn map_acl(v: &[u8], uid: impl Fn(u32) -> Option<u32>, gid: impl Fn(u32) -> Option<u32>) -> Option<Vec<u8>> {
+    const ACL_USER: u16 = 0x02;
+    const ACL_GROUP: u16 = 0x08;
+    if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) || u32::from_le_bytes(v[..4].try_into().ok()?) != 2 {
+        return None;
+    }
+    let mut out = v.to_vec();
+    for e in out[4..].chunks_exact_mut(8) {
+        let tag = u16::from_le_bytes([e[0], e[1]]);
+        let id = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        let new = match tag {
+            ACL_USER => uid(id)?,
+            ACL_GROUP => gid(id)?,
+            _ => continue,
+        };
+        e[4..].copy_from_slice(&new.to_le_bytes());
+    }
+    Some(out)
+}
+
 fn is_private_xattr(name: &[u8]) -> bool {
     PRIVATE_XATTRS.iter().any(|p| name.starts_with(p))
 }
@@ -1062,6 +1090,11 @@ impl Overlay {
         }
         let st = sys::fstat(fd).map_err(ioerr)?;
         Ok(self.attr_at(id, layer, XTarget::Fd(h.fd.as_raw_fd()), &st))
+    }
+
+    /// Whether `uidmapping=`/`gidmapping=` translate ids.
+    fn maps_ids(&self) -> bool {
+        !self.o.uid_map.0.is_empty() || !self.o.gid_map.0.is_empty()
     }
 
     fn squashing(&self) -> bool {
@@ -2592,6 +2625,15 @@ impl Filesystem for Overlay {
         }
         self.caps_may_change(ino.0, name);
         let r = (|| {
+            // ACL entries name shown ids: stored as on-disk ids under uidmapping/gidmapping.
+            let mapped;
+            let value = if is_acl_xattr(name.as_bytes()) && self.maps_ids() {
+                let (u, g) = (&self.o.uid_map, &self.o.gid_map);
+                mapped = map_acl(value, |i| u.to_disk(i), |i| g.to_disk(i)).ok_or(Errno::EINVAL)?;
+                &mapped[..]
+            } else {
+                value
+            };
             self.copy_up_locked(ino.0, true)?;
             let (abs, _) = self.xattr_target(ino.0)?;
             let n = sys::cstr(name.as_bytes()).map_err(ioerr)?;
@@ -2614,6 +2656,16 @@ impl Filesystem for Overlay {
         let r = (|| {
             let (abs, _) = self.xattr_target(ino.0)?;
             let n = sys::cstr(name.as_bytes()).map_err(ioerr)?;
+            if is_acl_xattr(name.as_bytes()) && self.maps_ids() {
+                // Same size either way: the ids inside are mapped to the shown ones.
+                let v = sys::getxattr_full(XTarget::Path(&abs), &n).map_err(ioerr)?.ok_or(Errno::ENODATA)?;
+                let (u, g) = (&self.o.uid_map, &self.o.gid_map);
+                let v = map_acl(&v, |i| Some(u.to_shown(i)), |i| Some(g.to_shown(i))).ok_or(Errno::EIO)?;
+                if size != 0 && v.len() > size as usize {
+                    return Err(Errno::ERANGE);
+                }
+                return Ok(v);
+            }
             sys::getxattr(XTarget::Path(&abs), &n, size as usize).map_err(ioerr)
         })();
         match r {
@@ -2744,5 +2796,24 @@ mod tests {
             "1006:1017:0600:char-1-3"
         );
         assert!(Override::parse(b"x:0:0").is_none());
+    }
+
+    #[test]
+    fn acl_ids_are_mapped() {
+        // version 2; USER_OBJ rw; USER 1500 r; GROUP 77 r; MASK r; OTHER none
+        let mut v = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in
+            [(1u16, 6u16, u32::MAX), (2, 4, 1500), (8, 4, 77), (0x10, 4, u32::MAX), (0x20, 0, u32::MAX)]
+        {
+            v.extend_from_slice(&tag.to_le_bytes());
+            v.extend_from_slice(&perm.to_le_bytes());
+            v.extend_from_slice(&id.to_le_bytes());
+        }
+        let m = map_acl(&v, |u| u.checked_sub(1000), |g| Some(g + 1)).unwrap();
+        assert_eq!(&m[4 + 8 + 4..4 + 8 + 8], &500u32.to_le_bytes());
+        assert_eq!(&m[4 + 16 + 4..4 + 16 + 8], &78u32.to_le_bytes());
+        assert_eq!(&m[4..12], &v[4..12], "USER_OBJ untouched");
+        assert!(map_acl(&v, |_| None, Some).is_none(), "an unmapped id is refused");
+        assert!(map_acl(&v[..7], Some, Some).is_none());
     }
 }
