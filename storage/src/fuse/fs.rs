@@ -814,14 +814,11 @@ impl Overlay {
     /// handle) or a path that is not plainly relative is ignored.
     fn origin_of(&self, path: &CStr) -> Option<(usize, CString, libc::stat)> {
         let abs = self.layers[0].abs(path).ok()?;
-        let t = XTarget::Path(&abs);
-        let v = match sys::getxattr(t, ORIGIN_XATTR, 4096) {
-            Ok(v) => v,
-            Err(_) if self.trusted_ok.load(Ordering::Relaxed) => {
-                sys::getxattr(t, c"trusted.overlay.origin", 4096).ok()?
-            }
-            Err(_) => return None,
-        };
+        // One listxattr answers the common case (a file made in the upper layer: no origin).
+        let names = sys::listxattr(&abs).ok()?;
+        let has = |x: &CStr| names.split(|b| *b == 0).any(|n| n == x.to_bytes());
+        let name = [ORIGIN_XATTR, c"trusted.overlay.origin"].into_iter().find(|x| has(x))?;
+        let v = sys::getxattr(XTarget::Path(&abs), name, 4096).ok()?;
         let v = v.strip_suffix(b"\0").unwrap_or(&v);
         let plain = |c: &[u8]| !c.is_empty() && c != b"." && c != b"..";
         if v.is_empty() || v.starts_with(b"/") || v.contains(&0) || !v.split(|b| *b == b'/').all(plain) {
