@@ -17,7 +17,10 @@
 # directories: ext4 slows down inode allocation for some minutes after many deletions, which
 # otherwise swamps the untar figures of whichever file system runs later (LOOPFS=0 runs on
 # BASE's file system directly, like the reference harness).
-# Env: NSMALL BIGMB RUNS DUR FIOMB BASE LOOPFS OURS C110 R20 FSES ("kernel ours c110 r20")
+# URING=1 (default): FUSE over io_uring for ours: the fuse module's enable_uring is set to Y for
+# the run and restored on exit; URING=0: classic /dev/fuse (enable_uring=N, FUSE_OVERLAY_URING=0).
+# The others do not use io_uring either way. Each run logs how many io_uring queues ours holds.
+# Env: NSMALL BIGMB RUNS DUR FIOMB BASE LOOPFS OURS C110 R20 FSES ("kernel ours c110 r20") URING
 # Build ours first: cargo build --release -p rpod-storage (or set OURS=path).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -32,6 +35,8 @@ C110="${C110:-/usr/bin/fuse-overlayfs}"
 R20="${R20:-/opt/fuse-overlayfs-ref/bin/fuse-overlayfs}"
 FSES="${FSES:-kernel ours c110 r20}"
 LOOPFS="${LOOPFS:-1}"
+URING="${URING:-1}"
+ENABLE_URING=/sys/module/fuse/parameters/enable_uring
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 die() { echo "FATAL: $*" >&2; exit 1; }
@@ -48,9 +53,27 @@ done
 MASTER=$BASE/master; M=$BASE/merged; FS=$BASE/fs; IMG=$BASE/fs.img
 if [ "$LOOPFS" = 1 ]; then L=$FS/lower; U=$FS/u; W=$FS/w; else L=$MASTER; U=$BASE/u; W=$BASE/w; fi
 umnt() { if mountpoint -q "$M"; then umount "$M" 2>/dev/null || fusermount3 -u "$M" 2>/dev/null || umount -l "$M"; fi; }
-cleanup() { umnt || true; if mountpoint -q "$FS"; then umount -l "$FS"; fi; rm -rf "$BASE"; }
+OLD_URING=""
+cleanup() {
+  umnt || true; if mountpoint -q "$FS"; then umount -l "$FS"; fi; rm -rf "$BASE"
+  if [ -n "$OLD_URING" ]; then echo "$OLD_URING" >"$ENABLE_URING"; fi
+}
 trap cleanup EXIT
 cleanup
+if [ -e "$ENABLE_URING" ]; then
+  OLD_URING=$(cat "$ENABLE_URING")
+  if [ "$URING" = 1 ]; then echo Y >"$ENABLE_URING"; else echo N >"$ENABLE_URING"; fi
+fi
+if [ "$URING" = 1 ]; then unset FUSE_OVERLAY_URING; else export FUSE_OVERLAY_URING=0; fi
+log "fuse-overlay transport: $([ "$URING" = 1 ] && echo "FUSE over io_uring requested" || echo "classic /dev/fuse") (enable_uring=$(cat "$ENABLE_URING" 2>/dev/null || echo absent))"
+# io_uring instances held by the daemon serving $M (0 = classic /dev/fuse).
+uring_queues() {
+  local p
+  for p in $(pgrep -f "fuse-overlay.* $M\$" || true); do
+    find "/proc/$p/fd" -lname '*io_uring*' 2>/dev/null | wc -l; return
+  done
+  echo "?"
+}
 mkdir -p "$MASTER" "$M" "$FS"
 us() { echo "${EPOCHREALTIME/./}"; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", (b-a)/1e6}'; }
@@ -118,6 +141,7 @@ for ((r = 1; r <= RUNS; r++)); do
     [ -f "$U/big-copyup" ] || log "WARN: $n: no copy-up happened"
     [ "$(head -c 1 "$L/big-copyup" | od -An -tx1)" = "$(head -c 1 "$MASTER/big-copyup" | od -An -tx1)" ] \
       || log "ERROR: $n wrote to the lower layer"
+    [ "$fs" = ours ] && log "$n run $r: io_uring queues: $(uring_queues)"
     log "$n run $r: untar ${untar}s walk($cnt) cold ${wc}s warm ${ww}s read cold ${rc} warm ${rw} MiB/s fio ${fio_iops} IOPS copy-up ${cu}s"
     R[$fs,untar]+=" $untar"; R[$fs,walkc]+=" $wc"; R[$fs,walkw]+=" $ww"; R[$fs,readc]+=" $rc"
     R[$fs,readw]+=" $rw"; R[$fs,fio]+=" $fio_iops"; R[$fs,copyup]+=" $cu"

@@ -318,3 +318,43 @@ fn classic_when_off() {
         assert!(d.stop(), "the daemon did not exit cleanly after unmount");
     }
 }
+
+/// SIGTERM right after the mount (while the queues register) unmounts and exits 0. The
+/// daemon holds a file on its mount across the unmount; closing it only at exit once left a
+/// queue thread waiting forever in the kernel's connection teardown (6.18).
+#[test]
+fn uring_sigterm_exits() {
+    if !can_run("uring_sigterm_exits") {
+        return;
+    }
+    let _l = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _e = EnableUring::set("Y");
+    for round in 0..5 {
+        let t = Tree::new("term");
+        let mut d = Daemon::start(&t, &[]);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let mut c = d.child.take().unwrap();
+        let t0 = Instant::now();
+        let st = loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                break st;
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                let tasks: Vec<String> = fs::read_dir(format!("/proc/{}/task", c.id()))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| {
+                        let rd = |f: &str| fs::read_to_string(e.path().join(f)).unwrap_or_default();
+                        format!("{} {}", rd("comm").trim(), rd("wchan"))
+                    })
+                    .collect();
+                let _ = c.kill();
+                panic!("round {round}: no exit 5 s after SIGTERM; threads: {tasks:?}\n{}", d.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(st.success(), "round {round}: exit status after SIGTERM: {st}\n{}", d.log());
+        assert!(!mounted(&t.p("m")));
+    }
+}

@@ -230,6 +230,13 @@ pub fn run(o: Options) -> Result<(), RunError> {
             if let Some(r) = &root {
                 let _ = nix::unistd::syncfs(r);
             }
+            // Close our file on the detached mount while the request threads still run: if
+            // it holds the mount's last reference, the kernel tears the connection down in
+            // this close and waits for requests in flight. Left to exit(), that teardown runs
+            // in our last exiting thread, where with FUSE over io_uring it can wait forever
+            // for ring work queued behind it (seen on 6.18: a D-state thread, and sync(2)
+            // blocked on the superblock for good).
+            drop(root);
             std::process::exit(0);
         }
     });
