@@ -306,6 +306,13 @@ struct NumSrc {
     hash: Option<u64>,
 }
 
+/// An object named by its (open) directory in a layer and its name there.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a CStr,
+}
+
 /// Where a name was found.
 struct Found {
     layer: usize,
@@ -803,7 +810,10 @@ impl Overlay {
     }
 
     /// Whether the number of an object in `layer` of type `fmt` may come from its origin
-    /// (a copied-up regular file with lower layers to look in).
+    /// (a copied-up regular file with lower layers to look in). Callers only ask for files in
+    /// directories that lower layers are merged into (a directory made in the upper layer
+    /// holds files made there, which have no origin; a copied-up file renamed into one keeps
+    /// its own number).
     fn origin_candidate(&self, layer: usize, fmt: u32) -> bool {
         layer == 0 && self.has_upper && self.layers.len() > 1 && fmt == libc::S_IFREG
     }
@@ -812,8 +822,9 @@ impl Overlay {
     /// `trusted.overlay.origin` as fuse-overlayfs reads it): the topmost lower layer with a
     /// regular file at that path, with the path. A kernel overlayfs origin (a binary file
     /// handle) or a path that is not plainly relative is ignored.
-    fn origin_of(&self, path: &CStr) -> Option<(usize, CString, libc::stat)> {
-        let abs = self.layers[0].abs(path).ok()?;
+    /// `dir` is the upper directory holding the file, `name` its name there.
+    fn origin_of(&self, dir: BorrowedFd<'_>, name: &CStr) -> Option<(usize, CString, libc::stat)> {
+        let abs = sys::proc_path(dir, name).ok()?;
         // One listxattr answers the common case (a file made in the upper layer: no origin).
         let names = sys::listxattr(&abs).ok()?;
         let has = |x: &CStr| names.split(|b| *b == 0).any(|n| n == x.to_bytes());
@@ -831,28 +842,53 @@ impl Overlay {
         })
     }
 
-    /// Where the number of the object at `path` in `layer` (inode `ino`, type `fmt`) comes
-    /// from: the object itself, or with `origin` for a copied-up regular file the lower file
-    /// it came from (as fuse-overlayfs: a file keeps its number across copy-up and remounts).
-    fn num_src(&self, layer: usize, path: Option<&CStr>, ino: u64, fmt: u32, origin: bool) -> NumSrc {
-        if let (true, Some(p)) = (origin && self.origin_candidate(layer, fmt), path) {
-            if let Some((l, opath, st)) = self.origin_of(p) {
+    /// Where the number of an object in `layer` (inode `ino`, type `fmt`) comes from: the
+    /// object itself, or with `origin` for a copied-up regular file the lower file it came
+    /// from (as fuse-overlayfs: a file keeps its number across copy-up and remounts). `at`
+    /// names the object (its directory in the layer, opened, and its name), or `path` does.
+    fn num_src(
+        &self,
+        layer: usize,
+        at: Option<At<'_>>,
+        path: Option<&CStr>,
+        ino: u64,
+        fmt: u32,
+        origin: bool,
+    ) -> NumSrc {
+        let need = self.xino_hash || (origin && self.origin_candidate(layer, fmt));
+        if !need {
+            return NumSrc { layer, ino, hash: None };
+        }
+        // The directory resolved once for both questions.
+        let split;
+        let at = match (at, path) {
+            (Some(a), _) => a,
+            (None, Some(p)) => match self.split_path(layer, p) {
+                Ok(sp) => {
+                    split = sp;
+                    At { dir: split.0.as_ref().map(|d| d.as_fd()).unwrap_or(self.layers[layer].fd()), name: &split.1 }
+                }
+                Err(_) => return NumSrc { layer, ino, hash: None },
+            },
+            (None, None) => return NumSrc { layer, ino, hash: None },
+        };
+        if origin && self.origin_candidate(layer, fmt) {
+            if let Some((l, opath, st)) = self.origin_of(at.dir, at.name) {
                 let hash = if self.xino_hash { self.handle_number(self.layers[l].fd(), l, &opath) } else { None };
                 return NumSrc { layer: l, ino: st.st_ino, hash };
             }
         }
-        let hash = match (self.xino_hash, path) {
-            (true, Some(p)) => self.handle_number(self.layers[layer].fd(), layer, p),
-            _ => None,
-        };
+        let hash = if self.xino_hash { self.handle_number(at.dir, layer, at.name) } else { None };
         NumSrc { layer, ino, hash }
     }
 
     /// Records a looked-up child (one more kernel reference) and returns its node id. With
     /// `origin`, a copied-up file gets the number of the lower file it came from.
-    fn remember(&self, parent: u64, name: &OsStr, f: &Found, origin: bool) -> u64 {
+    /// `at` names the object when its directory is open already.
+    fn remember(&self, parent: u64, name: &OsStr, f: &Found, origin: bool, at: Option<At<'_>>) -> u64 {
         let fmt = sys::fmt(&f.st);
         let key = (self.layers[f.layer].dev_idx, f.st.st_ino);
+        let origin = origin && rl(&self.inodes).nodes.get(&parent).is_some_and(|n| n.bottom > 0);
         let known = {
             let g = rl(&self.inodes);
             g.children
@@ -863,10 +899,10 @@ impl Overlay {
         let src = match known {
             Some(_) => None,
             None => {
-                let want_path = self.xino_hash || (origin && self.origin_candidate(f.layer, fmt));
+                let want_path = at.is_none() && (self.xino_hash || (origin && self.origin_candidate(f.layer, fmt)));
                 let path =
                     if want_path { rl(&self.inodes).path(parent).and_then(|p| sys::join(&p, name).ok()) } else { None };
-                Some(self.num_src(f.layer, path.as_deref(), f.st.st_ino, fmt, origin))
+                Some(self.num_src(f.layer, at, path.as_deref(), f.st.st_ino, fmt, origin))
             }
         };
         let mut g = wl(&self.inodes);
@@ -986,7 +1022,7 @@ impl Overlay {
     fn do_lookup(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
         let p = self.info(parent)?;
         let f = self.find_child(&p, name)?.ok_or(Errno::ENOENT)?;
-        let id = self.remember(parent, name, &f, true);
+        let id = self.remember(parent, name, &f, true, None);
         let path = sys::join(&p.path, name).map_err(ioerr)?;
         Ok(self.attr(id, f.layer, &path, &f.st))
     }
@@ -1509,7 +1545,7 @@ impl Overlay {
     /// Records a new upper object and returns its attributes.
     fn finish_create(&self, parent: u64, name: &OsStr, path: &CStr, st: &libc::stat) -> FileAttr {
         let f = Found { layer: 0, st: *st, bottom: 0 };
-        let id = self.remember(parent, name, &f, false);
+        let id = self.remember(parent, name, &f, false, None);
         self.attr(id, 0, path, st)
     }
 
@@ -2480,12 +2516,14 @@ impl Filesystem for Overlay {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
-        // Numbers from file handles or origins need the entries' paths.
-        let dir_path = if self.xino_hash || (self.has_upper && self.layers.len() > 1) {
-            self.info(ino.0).ok().map(|i| i.path)
+        // Numbers from file handles or origins need the entries' directories, opened once
+        // per layer.
+        let (dir_path, merged) = if self.xino_hash || (self.has_upper && self.layers.len() > 1) {
+            self.info(ino.0).ok().map(|i| (Some(i.path), i.bottom > 0)).unwrap_or((None, false))
         } else {
-            None
+            (None, false)
         };
+        let mut dirfds: HashMap<usize, Option<OwnedFd>> = HashMap::new();
         let mut off = offset;
         if off == 0 {
             if reply.add(ino, 1, FileType::Directory, ".") {
@@ -2510,13 +2548,15 @@ impl Filesystem for Overlay {
             let ino = match known {
                 Some(id) => id,
                 None => {
-                    let path = match &dir_path {
-                        Some(dp) if self.xino_hash || self.origin_candidate(e.layer, e.fmt) => {
-                            sys::join(dp, &e.name).ok()
+                    let name = sys::cstr(e.name.as_bytes()).ok();
+                    let dfd = match (&dir_path, &name) {
+                        (Some(dp), Some(_)) if self.xino_hash || (merged && self.origin_candidate(e.layer, e.fmt)) => {
+                            dirfds.entry(e.layer).or_insert_with(|| self.open_layer_dir(e.layer, dp)).as_ref()
                         }
                         _ => None,
                     };
-                    let src = self.num_src(e.layer, path.as_deref(), e.ino, e.fmt, true);
+                    let at = dfd.zip(name.as_deref()).map(|(d, n)| At { dir: d.as_fd(), name: n });
+                    let src = self.num_src(e.layer, at, None, e.ino, e.fmt, merged);
                     let key = (self.layers[e.layer].dev_idx, e.ino);
                     let g = rl(&self.inodes);
                     self.ino_peek(&g, key, &src).unwrap_or_else(|guess| guess)
@@ -2564,7 +2604,7 @@ impl Filesystem for Overlay {
                 e.layer
             };
             let f = Found { layer: e.layer, st, bottom };
-            let id = self.remember(ino.0, &e.name, &f, true);
+            let id = self.remember(ino.0, &e.name, &f, true, Some(At { dir: dfd.as_fd(), name: &name }));
             let a = self.attr(id, e.layer, &path, &st);
             if reply.add(INodeNo(id), i as u64 + 3, &e.name, &self.ttl, &a, Generation(0)) {
                 wl(&self.inodes).forget(id, 1);
