@@ -77,7 +77,20 @@ uring_queues() {
 mkdir -p "$MASTER" "$M" "$FS"
 us() { echo "${EPOCHREALTIME/./}"; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", (b-a)/1e6}'; }
-dropc() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# Only this run's file system is synced and its caches dropped: a global sync(2) or
+# drop_caches waits for every superblock on the machine, and hangs for good behind one stuck
+# in teardown. With LOOPFS=1 the loop ext4 is remounted (the FUSE mount must be down: the
+# daemon may need a moment to exit and let go of the layers); dropf evicts one file's pages.
+syncfs() { if [ "$LOOPFS" = 1 ]; then sync -f "$FS"; else sync -f "$BASE"; fi; }
+dropc() {
+  if [ "$LOOPFS" != 1 ]; then sync; echo 3 >/proc/sys/vm/drop_caches; return; fi
+  sync -f "$FS"
+  local i
+  for ((i = 0; i < 100; i++)); do umount "$FS" 2>/dev/null && break; sleep 0.05; done
+  if mountpoint -q "$FS"; then log "WARN: $FS busy, caches not dropped"; return; fi
+  mount -o loop "$IMG" "$FS"
+}
+dropf() { sync -f "$1"; dd if="$1" iflag=nocache count=0 status=none; }
 median() { printf '%s\n' "$@" | python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.stdin if x.strip()]; print("%.3f"%s.median(v) if v else "NA")'; }
 
 log "building lower: $NSMALL small files + 2 x ${BIGMB} MiB"
@@ -98,7 +111,7 @@ EOF
 head -c "${BIGMB}M" /dev/urandom >"$MASTER/big-read"
 head -c "${BIGMB}M" /dev/urandom >"$MASTER/big-copyup"
 tar -cf "$BASE/tree.tar" -C "$MASTER" tree
-sync
+sync -f "$BASE"
 [ "$LOOPFS" = 1 ] && { command -v mkfs.ext4 >/dev/null || die "missing tool: mkfs.ext4"; }
 
 mnt() { # fs
@@ -110,7 +123,7 @@ mnt() { # fs
     mount -o loop "$IMG" "$FS"
     cp -a "$MASTER" "$L"
   fi
-  rm -rf "$U" "$W"; mkdir -p "$U" "$W"; sync
+  rm -rf "$U" "$W"; mkdir -p "$U" "$W"; syncfs
   remnt "$1"
 }
 remnt() {
@@ -129,13 +142,13 @@ for ((r = 1; r <= RUNS; r++)); do
     umnt; dropc; remnt "$fs"
     t0=$(us); cnt=$(find "$M" -printf '%s %m\n' | wc -l); t1=$(us); wc=$(secs "$t0" "$t1")
     t0=$(us); find "$M" -printf '%s %m\n' >/dev/null; t1=$(us); ww=$(secs "$t0" "$t1")
-    dropc
+    dropf "$L/big-read"
     t0=$(us); dd if="$M/big-read" of=/dev/null bs=1M status=none; t1=$(us); rc=$(awk -v s="$(secs "$t0" "$t1")" -v m="$BIGMB" 'BEGIN{printf "%.0f", m/s}')
     t0=$(us); dd if="$M/big-read" of=/dev/null bs=1M status=none; t1=$(us); rw=$(awk -v s="$(secs "$t0" "$t1")" -v m="$BIGMB" 'BEGIN{printf "%.0f", m/s}')
     fio_iops=$(fio --name=rw --filename="$M/fio.dat" --rw=randwrite --bs=4k --size="${FIOMB}M" --ioengine=psync \
       --runtime="$DUR" --time_based --output-format=json 2>/dev/null | jq '.jobs[0].write.iops|floor')
     rm -f "$M/fio.dat"
-    cat "$L/big-copyup" >/dev/null; sync
+    cat "$L/big-copyup" >/dev/null; syncfs
     t0=$(us); dd if=/dev/zero of="$M/big-copyup" bs=1 count=1 conv=notrunc status=none; t1=$(us); cu=$(secs "$t0" "$t1")
     mountpoint -q "$M" || log "WARN: $n: $M is no longer mounted (daemon gone?)"
     [ -f "$U/big-copyup" ] || log "WARN: $n: no copy-up happened"

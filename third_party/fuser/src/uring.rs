@@ -319,7 +319,12 @@ pub(crate) fn prepare(config: &mut KernelConfig) -> Result<Prepared, String> {
                 .to_owned(),
         });
     }
-    let nr = cpus("possible").len().max(1);
+    // The kernel waits for a queue per possible CPU before it uses any: too few queues would
+    // leave every request waiting, so without the CPU list io_uring is not used.
+    let nr = cpus("possible").len();
+    if nr == 0 {
+        return Err("cannot read /sys/devices/system/cpu/possible".to_owned());
+    }
     if nr > usize::from(u16::MAX) {
         return Err(format!("{nr} possible CPUs"));
     }
