@@ -173,7 +173,7 @@ pub fn run(o: Options) -> Result<(), RunError> {
     );
     config.clone_fd = true;
     // FUSE over io_uring (Linux 6.14+ with fuse.enable_uring=Y): one queue per CPU, served on
-    // that CPU. Off with FUSE_OVER_IO_URING=0; without kernel support fuser falls back to
+    // that CPU. Off with FUSE_OVERLAY_URING=0; without kernel support fuser falls back to
     // /dev/fuse and says why at info level (visible with -d).
     config.io_uring = std::env::var("FUSE_OVERLAY_URING").map_or(true, |v| v.trim() != "0");
     config.acl = SessionACL::All;
