@@ -10,10 +10,12 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fuse-overlay");
+mod common;
+
+use common::{lazy_unmount, mounted, Daemon as Fuse, BIN};
 
 fn require_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
@@ -26,25 +28,7 @@ fn require_root(test: &str) -> bool {
     false
 }
 
-fn mounted(p: &Path) -> bool {
-    match (fs::symlink_metadata(p), fs::symlink_metadata(p.parent().unwrap())) {
-        (Ok(a), Ok(b)) => a.dev() != b.dev(),
-        _ => false,
-    }
-}
-
-fn lazy_unmount(p: &Path) {
-    if mounted(p) && nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH).is_err() {
-        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(p).stderr(Stdio::null()).status();
-    }
-}
-
-/// A running fuse-overlay (foreground child); unmounted and killed on drop.
-struct Fuse {
-    child: Option<Child>,
-    mnt: PathBuf,
-}
-
+/// Constructors of the daemon guard for this file's tests.
 impl Fuse {
     fn start(opts: &str, mnt: &Path) -> Fuse {
         Self::start_env(opts, mnt, &[])
@@ -62,65 +46,8 @@ impl Fuse {
     }
 
     fn start_with(mut cmd: Command, opts: &str, mnt: &Path, env: &[(&str, &str)]) -> Fuse {
-        cmd.arg("-f").arg("-o").arg(opts).arg(mnt).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        let mut f = Fuse { child: Some(child), mnt: mnt.to_owned() };
-        let t0 = Instant::now();
-        while !mounted(mnt) {
-            if let Some(st) = f.child.as_mut().unwrap().try_wait().unwrap() {
-                let mut e = String::new();
-                f.child.as_mut().unwrap().stderr.take().unwrap().read_to_string(&mut e).unwrap();
-                panic!("fuse-overlay exited with {st}: {e}");
-            }
-            assert!(t0.elapsed() < Duration::from_secs(10), "not mounted after 10 s");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        f
-    }
-
-    fn pid(&self) -> nix::unistd::Pid {
-        nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
-    }
-
-    /// Unmounts and waits for the daemon to exit; returns whether it exited successfully.
-    /// A mount namespace created meanwhile (by a concurrent test's `unshare -m`) holds a copy
-    /// of the mount and keeps the connection alive; then SIGTERM ends it, as an engine would.
-    fn stop(mut self) -> bool {
-        lazy_unmount(&self.mnt);
-        let mut c = self.child.take().unwrap();
-        let t0 = Instant::now();
-        let mut termed = false;
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                return st.success();
-            }
-            if !termed && t0.elapsed() > Duration::from_secs(3) {
-                let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-                termed = true;
-            }
-            if t0.elapsed() > Duration::from_secs(8) {
-                let _ = c.kill();
-                let _ = c.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Fuse {
-    fn drop(&mut self) {
-        lazy_unmount(&self.mnt);
-        if let Some(mut c) = self.child.take() {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGCONT);
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        cmd.arg("-f").arg("-o").arg(opts).arg(mnt);
+        Fuse::spawn(cmd, mnt, env, None)
     }
 }
 

@@ -7,13 +7,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fuse-overlay");
+mod common;
+
+use common::{lazy_unmount, mounted, Daemon, BIN};
+
 const ENABLE: &str = "/sys/module/fuse/parameters/enable_uring";
 const FILES: usize = 300;
 
@@ -57,19 +59,6 @@ impl EnableUring {
 impl Drop for EnableUring {
     fn drop(&mut self) {
         let _ = fs::write(ENABLE, &self.old);
-    }
-}
-
-fn mounted(p: &Path) -> bool {
-    match (fs::symlink_metadata(p), fs::symlink_metadata(p.parent().unwrap())) {
-        (Ok(a), Ok(b)) => a.dev() != b.dev(),
-        _ => false,
-    }
-}
-
-fn lazy_unmount(p: &Path) {
-    if mounted(p) && nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH).is_err() {
-        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(p).stderr(Stdio::null()).status();
     }
 }
 
@@ -120,40 +109,16 @@ fn content(i: usize) -> String {
 }
 
 /// A foreground `fuse-overlay -d` with its log in the tree; unmounted and killed on drop.
-struct Daemon {
-    child: Option<Child>,
-    mnt: PathBuf,
-    log: PathBuf,
-}
-
 impl Daemon {
     fn start(t: &Tree, env: &[(&str, &str)]) -> Daemon {
-        let log = t.p("daemon.log");
         let mut cmd = Command::new(BIN);
         cmd.arg("-d").arg("-f").arg("-o").arg(t.opts()).arg(t.p("m"));
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(fs::File::create(&log).unwrap());
         cmd.env_remove("FUSE_OVERLAY_URING").env("NO_COLOR", "1");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut d = Daemon { child: Some(cmd.spawn().unwrap()), mnt: t.p("m"), log };
-        let t0 = Instant::now();
-        while !mounted(&d.mnt) {
-            if let Some(st) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("fuse-overlay exited with {st}: {}", d.log());
-            }
-            assert!(t0.elapsed() < Duration::from_secs(10), "not mounted after 10 s");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        d
+        Daemon::spawn(cmd, &t.p("m"), env, Some(&t.p("daemon.log")))
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        fs::read_to_string(self.log.as_ref().unwrap()).unwrap_or_default()
     }
 
     /// io_uring instances the daemon holds open.
@@ -175,42 +140,6 @@ impl Daemon {
             }
             assert!(t0.elapsed() < Duration::from_secs(5), "{got} of {n} queues registered:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Unmounts and waits for the daemon to exit; returns whether it exited successfully.
-    /// A copy of the mount in another mount namespace (a concurrent test's `unshare -m`) keeps
-    /// the connection alive; then SIGTERM ends it, as an engine would.
-    fn stop(mut self) -> bool {
-        lazy_unmount(&self.mnt);
-        let mut c = self.child.take().unwrap();
-        let t0 = Instant::now();
-        let mut termed = false;
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                return st.success();
-            }
-            if !termed && t0.elapsed() > Duration::from_secs(3) {
-                let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-                termed = true;
-            }
-            if t0.elapsed() > Duration::from_secs(8) {
-                let _ = c.kill();
-                let _ = c.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        lazy_unmount(&self.mnt);
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
 }
@@ -332,7 +261,7 @@ fn uring_sigterm_exits() {
     for round in 0..5 {
         let t = Tree::new("term");
         let mut d = Daemon::start(&t, &[]);
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(d.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
         let mut c = d.child.take().unwrap();
         let t0 = Instant::now();
         let st = loop {
