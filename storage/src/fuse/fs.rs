@@ -34,7 +34,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -376,6 +377,53 @@ pub struct Overlay {
     /// umask to us (not applied under a directory with a default ACL).
     posix_acl: AtomicBool,
     stats: Arc<Stats>,
+    /// The warm-up worker (see [`Self::warm`]), started at the first large listing.
+    warmer: OnceLock<Option<SyncSender<Warm>>>,
+}
+
+/// A listed directory's entries for the warm-up worker: the directory opened in one layer
+/// (`O_PATH`) and the names found there, in the order to look them up.
+struct Warm {
+    dir: OwnedFd,
+    names: Vec<CString>,
+}
+
+/// At most this many entries of a listing's subdirectories are warmed up (per listing).
+const WARM_MAX: usize = 1 << 15;
+
+/// The warm-up worker's job (see `Overlay::warm`): each named subdirectory of `w.dir` read
+/// and its entries looked up. Errors are ignored (the request threads see their own).
+fn warm_subdirs(w: Warm) {
+    let mut budget = WARM_MAX;
+    for n in &w.names {
+        if budget == 0 {
+            return;
+        }
+        // O_NOATIME where allowed: reading ahead is not an access by the user.
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        let fd = match sys::openat(w.dir.as_fd(), n, flags | libc::O_NOATIME, 0) {
+            Ok(fd) => fd,
+            Err(_) => match sys::openat(w.dir.as_fd(), n, flags, 0) {
+                Ok(fd) => fd,
+                Err(_) => continue,
+            },
+        };
+        let Ok(mut d) = nix::dir::Dir::from_fd(fd) else { continue };
+        let mut names = Vec::new();
+        for e in d.iter().flatten().take(budget) {
+            let b = e.file_name().to_bytes();
+            if b != b"." && b != b".." {
+                names.push(e.file_name().to_owned());
+            }
+        }
+        // SAFETY: `d` owns this descriptor and outlives the borrow (dropped after the loop).
+        let dfd = unsafe { BorrowedFd::borrow_raw(d.as_raw_fd()) };
+        budget = budget.saturating_sub(names.len().max(1));
+        for c in &names {
+            let _ = sys::fstatat(dfd, c);
+        }
+        drop(d);
+    }
 }
 
 fn rl<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -575,6 +623,7 @@ impl Overlay {
             writeback: AtomicBool::new(false),
             posix_acl: AtomicBool::new(false),
             stats: Arc::new(Stats::default()),
+            warmer: OnceLock::new(),
             o,
         };
         let top = 0;
@@ -656,7 +705,8 @@ impl Overlay {
 
     /// The lowest layer merged into the directory at `path` found in layer `top`.
     fn compute_bottom(&self, path: &CStr, parent_name: Option<(&CStr, &OsStr)>, top: usize, limit: usize) -> usize {
-        if self.is_opaque(top, path) {
+        // Nothing below to hide: whether the directory is opaque cannot change the answer.
+        if top >= limit || self.is_opaque(top, path) {
             return top;
         }
         let mut b = top;
@@ -2103,7 +2153,9 @@ impl Overlay {
             Some(Some(l)) => return Ok(l.clone()),
             Some(None) => {}
         }
-        let list = Arc::new(self.list(&self.info(id)?)?);
+        let info = self.info(id)?;
+        let list = Arc::new(self.list(&info)?);
+        self.warm(&info, &list);
         if let Some(slot) = ml(&self.dirs).get_mut(&fh) {
             *slot = Some(list.clone());
         }
@@ -2120,6 +2172,43 @@ impl Overlay {
                 if b.opens == 0 {
                     n.backing = None;
                 }
+            }
+        }
+    }
+
+    /// Has the warm-up worker read the subdirectories of a fresh listing and look up their
+    /// entries in the layer, in listing order, while the request threads answer for the
+    /// directory itself: a walk (find, du, ls -R) goes into those subdirectories next, and on
+    /// a cold cache most of it is the layer file system's name lookups and inode reads, which
+    /// this takes off the request path. Only the kernel's caches are filled; every answer
+    /// still comes from the request thread's own calls. Best effort: a busy worker (queue
+    /// full) or an error skips the warm-up.
+    fn warm(&self, i: &Info, list: &[DirEnt]) {
+        if !list.iter().any(|e| e.fmt == libc::S_IFDIR) {
+            return;
+        }
+        let tx = self.warmer.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Warm>(4);
+            std::thread::Builder::new()
+                .name("fuse-warm".into())
+                .spawn(move || rx.iter().for_each(warm_subdirs))
+                .ok()
+                .map(|_| tx)
+        });
+        let Some(tx) = tx else { return };
+        for l in i.layer..=i.bottom {
+            let names: Vec<CString> = list
+                .iter()
+                .filter(|e| e.layer == l && e.fmt == libc::S_IFDIR)
+                .take(WARM_MAX)
+                .filter_map(|e| sys::cstr(e.name.as_bytes()).ok())
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            let Some(dir) = self.open_layer_dir(l, &i.path) else { continue };
+            if tx.try_send(Warm { dir, names }).is_err() {
+                return;
             }
         }
     }
