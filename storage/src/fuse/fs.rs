@@ -132,6 +132,22 @@ pub struct Override {
 }
 
 impl Override {
+    /// `self` with a SETATTR's owner (`u32::MAX` = that id unchanged) and mode applied.
+    fn with(mut self, owner: Option<(u32, u32)>, mode: Option<u32>) -> Override {
+        if let Some((u, g)) = owner {
+            if u != u32::MAX {
+                self.uid = u;
+            }
+            if g != u32::MAX {
+                self.gid = g;
+            }
+        }
+        if let Some(m) = mode {
+            self.mode = m & 0o7777;
+        }
+        self
+    }
+
     /// Parses the xattr value (the containers/storage and fuse-overlayfs C format).
     pub fn parse(v: &[u8]) -> Option<Override> {
         let s = std::str::from_utf8(v).ok()?.trim_end_matches('\0');
@@ -1136,19 +1152,9 @@ impl Overlay {
             if let (Some(x), true) = (sm.xattr(), fmt == libc::S_IFREG || fmt == libc::S_IFDIR) {
                 let t = XTarget::Fd(h.fd.as_raw_fd());
                 let cur = sys::getxattr_full(t, x).map_err(ioerr)?.and_then(|v| Override::parse(&v));
-                let mut ov =
-                    cur.unwrap_or(Override { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777, kind: None });
-                if let Some((u, g)) = owner {
-                    if u != u32::MAX {
-                        ov.uid = u;
-                    }
-                    if g != u32::MAX {
-                        ov.gid = g;
-                    }
-                }
-                if let Some(m) = mode {
-                    ov.mode = m & 0o7777;
-                }
+                let ov = cur
+                    .unwrap_or(Override { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777, kind: None })
+                    .with(owner, mode);
                 let (kf, kr) = ov.kind.unwrap_or((fmt, st.st_rdev));
                 sys::setxattr(t, x, ov.format(kf, kr).as_bytes(), 0).map_err(ioerr)?;
             } else {
@@ -1331,18 +1337,7 @@ impl Overlay {
                 Some(o) => o,
                 None => Override { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777, kind: None },
             };
-            let mut ov = cur;
-            if let Some((u, g)) = owner {
-                if u != u32::MAX {
-                    ov.uid = u;
-                }
-                if g != u32::MAX {
-                    ov.gid = g;
-                }
-            }
-            if let Some(m) = mode {
-                ov.mode = m & 0o7777;
-            }
+            let ov = cur.with(owner, mode);
             let kfmt = cur.kind.map(|k| k.0).unwrap_or(fmt);
             let krdev = cur.kind.map(|k| k.1).unwrap_or(rdev);
             return sys::setxattr(XTarget::Path(abs), x, ov.format(kfmt, krdev).as_bytes(), 0);
