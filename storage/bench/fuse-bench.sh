@@ -94,20 +94,7 @@ dropf() { sync -f "$1"; dd if="$1" iflag=nocache count=0 status=none; }
 median() { printf '%s\n' "$@" | python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.stdin if x.strip()]; print("%.3f"%s.median(v) if v else "NA")'; }
 
 log "building lower: $NSMALL small files + 2 x ${BIGMB} MiB"
-python3 - "$MASTER/tree" "$NSMALL" <<'EOF'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-random.seed(1)
-blob = os.urandom(1 << 20)
-for i in range(n):
-    d = os.path.join(root, "d%03d" % (i // 100))
-    if i % 100 == 0:
-        os.makedirs(d, exist_ok=True)
-    size = random.randint(100, 16384)
-    off = random.randint(0, len(blob) - size)
-    with open(os.path.join(d, "f%05d" % i), "wb") as f:
-        f.write(blob[off:off + size])
-EOF
+python3 "$here/mktree.py" "$MASTER/tree" "$NSMALL"
 head -c "${BIGMB}M" /dev/urandom >"$MASTER/big-read"
 head -c "${BIGMB}M" /dev/urandom >"$MASTER/big-copyup"
 tar -cf "$BASE/tree.tar" -C "$MASTER" tree

@@ -7,6 +7,7 @@
 # FUSE over io_uring (enable_uring=Y) for the run, the old value restored on exit.
 # Env: A B (fuse-overlay binaries) C110 NSMALL ROUNDS BASE. Prints medians and ratios.
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
 A="${A:?A=path of the previous fuse-overlay build}"
 B="${B:?B=path of the new fuse-overlay build}"
 C110="${C110:-/usr/bin/fuse-overlayfs}"
@@ -28,20 +29,7 @@ cleanup
 if [ -e "$ENABLE_URING" ]; then OLD_URING=$(cat "$ENABLE_URING"); echo Y >"$ENABLE_URING"; fi
 unset FUSE_OVERLAY_URING
 mkdir -p "$MASTER" "$M" "$FS"
-python3 - "$MASTER/tree" "$NSMALL" <<'PY'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-random.seed(1)
-blob = os.urandom(1 << 20)
-for i in range(n):
-    d = os.path.join(root, "d%03d" % (i // 100))
-    if i % 100 == 0:
-        os.makedirs(d, exist_ok=True)
-    size = random.randint(100, 16384)
-    off = random.randint(0, len(blob) - size)
-    with open(os.path.join(d, "f%05d" % i), "wb") as f:
-        f.write(blob[off:off + size])
-PY
+python3 "$here/mktree.py" "$MASTER/tree" "$NSMALL"
 sync -f "$BASE"
 us() { echo "${EPOCHREALTIME/./}"; }
 walk() { # binary -> seconds
