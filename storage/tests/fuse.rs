@@ -553,6 +553,8 @@ fn rootless_user_namespace_and_fusermount() {
     fs::write(t.p("l2/lower"), "lower").unwrap();
     fs::write(t.p("l2/gone"), "gone").unwrap();
     fs::write(t.p("l2/ovr"), "override").unwrap();
+    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i % 253) as u8).collect();
+    fs::write(t.p("l2/big"), &big).unwrap();
     // The lower layer keeps ownership in override xattrs (a layer extracted rootless).
     set_xattr(&t.p("l2"), "user.fuseoverlayfs.override_stat", b"0:0:0755:dir");
     set_xattr(&t.p("l2/ovr"), "user.fuseoverlayfs.override_stat", b"0:0:0640:file");
@@ -561,7 +563,7 @@ fn rootless_user_namespace_and_fusermount() {
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(t.t.path(), fs::Permissions::from_mode(0o755)).unwrap();
     // Layers extracted for the user are owned by ids mapped in its namespace.
-    for d in ["u", "w", "m", "l1", "l2", "l2/lower", "l2/gone", "l2/ovr"] {
+    for d in ["u", "w", "m", "l1", "l2", "l2/lower", "l2/gone", "l2/ovr", "l2/big"] {
         std::os::unix::fs::chown(t.p(d), Some(1001), Some(1001)).unwrap();
     }
     let (b, m, o) = (bin.display(), t.p("m").display().to_string(), t.opts());
@@ -569,7 +571,8 @@ fn rootless_user_namespace_and_fusermount() {
     // Inside a user+mount namespace, mounting /dev/fuse directly.
     let script = format!(
         "unshare -U -r -m sh -euc '
-         {b} -o {o},xattr_permissions=2 {m}
+         FUSE_OVERLAY_LAZY_COPYUP=1048576 {b} -o {o},xattr_permissions=2 {m}
+         printf XY | dd of={m}/big bs=1 seek=1000 conv=notrunc status=none
          grep -q \"{m} fuse.fuse-overlay\" /proc/self/mounts
          cat {m}/lower; echo
          echo new > {m}/new
@@ -591,6 +594,9 @@ fn rootless_user_namespace_and_fusermount() {
     assert!(String::from_utf8_lossy(&ov).starts_with("0:0:04750"), "{}", String::from_utf8_lossy(&ov));
     assert_eq!(fs::metadata(t.p("u/new")).unwrap().uid(), 1001);
     assert!(fs::symlink_metadata(t.p("u/gone")).is_ok() || t.p("u/.wh.gone").exists(), "whiteout written");
+    // The lazy copy-up made in the namespace completes after the unmount.
+    assert!(wait_exists(&t.p("u/big")), "lazy copy-up completed");
+    assert!(fs::read(t.p("u/big")).unwrap() == patched(&big, &[(1000, b"XY")]), "lazy copy-up in a user namespace");
 
     // Without a namespace, through fusermount3 (a fresh upper: the first one now keeps its
     // owners in xattrs, as seen from inside the namespace).
@@ -1414,4 +1420,143 @@ fn rootless_acls_and_rename_flags() {
     let acl = sh(&format!("getfacl -cn {}", t.p("u/sec").display()));
     assert!(acl.contains("user:100999:r--"), "{acl}");
     assert!(upper_whiteout(&t, "w"));
+}
+
+/// Waits (up to 20 s) until `p` exists.
+fn wait_exists(p: &Path) -> bool {
+    let t0 = Instant::now();
+    while !p.exists() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// `data` with `writes` applied (the file grows where a write goes past its end).
+fn patched(data: &[u8], writes: &[(usize, &[u8])]) -> Vec<u8> {
+    let mut v = data.to_vec();
+    for (off, w) in writes {
+        if v.len() < off + w.len() {
+            v.resize(off + w.len(), 0);
+        }
+        v[*off..off + w.len()].copy_from_slice(w);
+    }
+    v
+}
+
+fn write_all_at(f: &fs::File, writes: &[(usize, &[u8])]) {
+    use std::os::unix::fs::FileExt;
+    for (off, w) in writes {
+        f.write_all_at(w, *off as u64).unwrap();
+    }
+}
+
+#[test]
+fn lazy_copy_up_of_large_files() {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::AsRawFd;
+    if !require_root("lazy_copy_up_of_large_files") {
+        return;
+    }
+    let t = Tree::new();
+    let m = t.p("m");
+    // A pattern that differs from page to page, so a misplaced range shows.
+    let pattern = |n: usize| -> Vec<u8> { (0..n).map(|i| ((i as u64).wrapping_mul(2654435761) >> 11) as u8).collect() };
+    let big = pattern(128 << 20);
+    let small = pattern(24 << 20);
+    fs::write(t.p("l1/big"), &big).unwrap();
+    for n in ["c", "d", "e", "g"] {
+        fs::write(t.p(&format!("l1/{n}")), &small).unwrap();
+    }
+    let old = fs::metadata(t.p("l1/big")).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+
+    // 1. The first write does not wait for the copy; the file shows up in the upper layer only
+    // when complete; reads meanwhile combine the lower file and the writes; unmounting waits.
+    let fuse = Fuse::start_env(&t.opts(), &m, &[("FUSE_OVERLAY_LAZY_COPYUP", "1048576")]);
+    let n = big.len();
+    let writes: [(usize, &[u8]); 4] = [(0, b"HEAD"), (n / 2 + 3, b"MIDDLE"), (n - 2, b"TAIL"), (n + 100, b"EXT")];
+    let want = patched(&big, &writes);
+    let f = fs::OpenOptions::new().read(true).write(true).open(m.join("big")).unwrap();
+    write_all_at(&f, &writes[..1]);
+    assert!(!t.p("u/big").exists(), "a 128 MiB copy-up was complete at the first write: not lazy");
+    assert_eq!(fs::read_dir(t.p("w/work")).unwrap().count(), 1, "the copy is made in the work directory");
+    write_all_at(&f, &writes[1..]);
+    // The written pages go to the daemon (without an fsync), the page cache is dropped, and
+    // reads come back from the daemon.
+    // SAFETY: plain syscalls on a descriptor this test owns.
+    unsafe {
+        let fd = f.as_raw_fd();
+        assert_eq!(
+            libc::sync_file_range(
+                fd,
+                0,
+                0,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER
+            ),
+            0
+        );
+        assert_eq!(libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED), 0);
+    }
+    for (off, len) in [(0usize, 1usize << 16), (n / 2 - 8192, 1 << 16), (n - 8192, 8192 + 103), (n / 3, 1 << 20)] {
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, off as u64).unwrap();
+        assert!(buf == want[off..off + len], "read at {off} during the copy");
+    }
+    assert_eq!(f.metadata().unwrap().len(), want.len() as u64);
+    assert!(f.metadata().unwrap().modified().unwrap() > old, "mtime moved by the writes");
+    drop(f);
+    assert!(fuse.stop(), "the daemon exits cleanly");
+    assert!(fs::read(t.p("u/big")).unwrap() == want, "the upper copy after unmount has all writes");
+    assert!(fs::read(t.p("l1/big")).unwrap() == big, "the lower file is untouched");
+    assert_eq!(fs::read_dir(t.p("w/work")).unwrap().count(), 0, "nothing left in the work directory");
+
+    // 2. Unlink, rename and fsync while the copy is pending; a file opened but not written
+    // keeps its times.
+    let fuse = Fuse::start_env(&t.opts(), &m, &[("FUSE_OVERLAY_LAZY_COPYUP", "1048576")]);
+    let w1: [(usize, &[u8]); 1] = [(5 << 20, b"changed")];
+    let f = fs::OpenOptions::new().write(true).open(m.join("c")).unwrap();
+    write_all_at(&f, &w1);
+    drop(f);
+    fs::remove_file(m.join("c")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!m.join("c").exists() && !fs::symlink_metadata(t.p("u/c")).unwrap().file_type().is_file(), "unlinked");
+    let f = fs::OpenOptions::new().write(true).open(m.join("d")).unwrap();
+    write_all_at(&f, &w1);
+    drop(f);
+    fs::rename(m.join("d"), m.join("d2")).unwrap();
+    assert!(!m.join("d").exists());
+    assert!(fs::read(m.join("d2")).unwrap() == patched(&small, &w1), "renamed during the copy");
+    assert!(fs::read(t.p("u/d2")).unwrap() == patched(&small, &w1));
+    let f = fs::OpenOptions::new().write(true).open(m.join("e")).unwrap();
+    write_all_at(&f, &w1);
+    f.sync_all().unwrap();
+    assert!(fs::read(t.p("u/e")).unwrap() == patched(&small, &w1), "complete in the upper layer after fsync");
+    drop(f);
+    let lower_mtime = fs::metadata(t.p("l1/g")).unwrap().modified().unwrap();
+    drop(fs::OpenOptions::new().write(true).open(m.join("g")).unwrap());
+    assert!(wait_exists(&t.p("u/g")));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(fs::metadata(m.join("g")).unwrap().modified().unwrap(), lower_mtime, "opened, not written");
+    assert!(fs::read(t.p("u/g")).unwrap() == small);
+    drop(fuse);
+
+    // 3. kill -9 during a copy: the upper layer has the whole file or none of it, the lower
+    // file is intact, and the next mount clears the work directory.
+    fs::remove_file(t.p("u/g")).unwrap();
+    let fuse = Fuse::start_env(&t.opts(), &m, &[("FUSE_OVERLAY_LAZY_COPYUP", "1048576")]);
+    let f = fs::OpenOptions::new().write(true).open(m.join("g")).unwrap();
+    write_all_at(&f, &w1);
+    nix::sys::signal::kill(fuse.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    drop(f);
+    drop(fuse);
+    if let Ok(got) = fs::read(t.p("u/g")) {
+        assert!(got == small || got == patched(&small, &w1), "no partial copy is visible after kill -9");
+    }
+    assert!(fs::read(t.p("l1/g")).unwrap() == small, "the lower file is untouched");
+    let fuse = Fuse::start(&t.opts(), &m);
+    assert_eq!(fs::read_dir(t.p("w/work")).unwrap().count(), 0, "the next mount clears the work directory");
+    drop(fuse);
 }

@@ -48,6 +48,10 @@ use fuser::{
 use super::options::{Options, Xino};
 use super::sys::{self, XTarget};
 
+mod lazy;
+pub use lazy::Copies;
+use lazy::{Lazy, Pending};
+
 const ROOT: u64 = 1;
 /// Files smaller than this are opened through the page cache, not passthrough.
 const PASSTHROUGH_MIN: u64 = 256 * 1024;
@@ -232,6 +236,8 @@ struct Node {
     /// one on since): the kernel's GETXATTR of it before each write and chown is answered
     /// without resolving the path.
     no_caps: bool,
+    /// A lazy copy-up in progress (see `lazy`): the node is still the lower file's.
+    pending: Option<Arc<Pending>>,
 }
 
 #[derive(Default)]
@@ -281,7 +287,7 @@ impl Inodes {
         }
         let Some(node) = self.nodes.get_mut(&id) else { return };
         node.lookups = node.lookups.saturating_sub(n);
-        if node.lookups > 0 {
+        if node.lookups > 0 || node.pending.is_some() {
             return;
         }
         if let Some(node) = self.nodes.remove(&id) {
@@ -344,10 +350,24 @@ struct DirEnt {
     ino: u64,
 }
 
+/// An object copied into the work directory (see `Overlay::make_copy`).
+struct Made {
+    tmp: CString,
+    tmp_abs: CString,
+    /// A regular file's copy and the lower file.
+    file: Option<OwnedFd>,
+    src: Option<OwnedFd>,
+    fmt: u32,
+    /// The lower object's status.
+    st: libc::stat,
+}
+
 struct FileH {
     fd: OwnedFd,
     node: u64,
     backed: bool,
+    /// Opened while the node's lazy copy-up was pending: reads and writes follow it.
+    pending: Option<Arc<Pending>>,
 }
 
 /// Counters a test or a debug log can read.
@@ -377,8 +397,10 @@ pub struct Overlay {
     dev_shift: u32,
     /// `ino32_t`: every number the kernel sees fits in 32 bits.
     ino_mask: u64,
-    inodes: RwLock<Inodes>,
-    ns: Mutex<()>,
+    inodes: Arc<RwLock<Inodes>>,
+    ns: Arc<Mutex<()>>,
+    /// Lazy copy-up of large files (with an upper layer).
+    lazy: Option<Arc<Lazy>>,
     files: RwLock<HashMap<u64, Arc<FileH>>>,
     /// Open directories: the merged listing, made at the first read (a directory the kernel
     /// has cached is opened and closed without being listed).
@@ -615,6 +637,23 @@ impl Overlay {
         }
         let ttl = o.timeout;
         let want_passthrough = initial_root() && std::env::var_os("FUSE_OVERLAYFS_NO_PASSTHROUGH").is_none() && o.fsync;
+        let inodes = Arc::new(RwLock::new(Inodes { next_fallback: 1 << (ino_bits - 1), ..Default::default() }));
+        let ns = Arc::new(Mutex::new(()));
+        let stats = Arc::new(Stats::default());
+        let lazy = match (&work, layers.first(), o.upperdir.is_some()) {
+            (Some(w), Some(up), true) => {
+                let l = Lazy::new(
+                    inodes.clone(),
+                    ns.clone(),
+                    up.fd.try_clone()?,
+                    up.dev_idx,
+                    w.try_clone()?,
+                    stats.clone(),
+                );
+                (l.min != u64::MAX).then(|| Arc::new(l))
+            }
+            _ => None,
+        };
         let fs = Overlay {
             has_upper: o.upperdir.is_some(),
             layers,
@@ -627,8 +666,9 @@ impl Overlay {
             hash_mask: (1u64 << (ino_bits - 1)) - 1,
             dev_shift: (ino_bits - 1).saturating_sub(bits),
             ino_mask: if o.ino32 { u32::MAX as u64 } else { u64::MAX },
-            inodes: RwLock::new(Inodes { next_fallback: 1 << (ino_bits - 1), ..Default::default() }),
-            ns: Mutex::new(()),
+            inodes,
+            ns,
+            lazy,
             files: RwLock::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -638,7 +678,7 @@ impl Overlay {
             passthrough: AtomicBool::new(false),
             writeback: AtomicBool::new(false),
             posix_acl: AtomicBool::new(false),
-            stats: Arc::new(Stats::default()),
+            stats,
             warmer: OnceLock::new(),
             o,
         };
@@ -658,9 +698,15 @@ impl Overlay {
                 backing: None,
                 cached_opens: 0,
                 no_caps: false,
+                pending: None,
             },
         );
         Ok(fs)
+    }
+
+    /// A handle to wait for pending lazy copy-ups (SIGTERM waits for them).
+    pub fn copies(&self) -> Copies {
+        Copies(self.lazy.clone())
     }
 
     /// The counters.
@@ -999,6 +1045,7 @@ impl Overlay {
                 backing: None,
                 cached_opens: 0,
                 no_caps: false,
+                pending: None,
             });
             n.layer = f.layer;
             n.bottom = f.bottom;
@@ -1089,11 +1136,17 @@ impl Overlay {
         let p = self.info(parent)?;
         let f = self.find_child(&p, name)?.ok_or(Errno::ENOENT)?;
         let id = self.remember(parent, name, &f, true, None);
+        if let Some(p) = self.pending(id) {
+            return self.pending_attr(id, &p);
+        }
         let path = sys::join(&p.path, name).map_err(ioerr)?;
         Ok(self.attr(id, f.layer, &path, &f.st))
     }
 
     fn do_getattr(&self, id: u64, fh: Option<FileHandle>) -> Result<FileAttr, Errno> {
+        if let Some(p) = self.pending(id) {
+            return self.pending_attr(id, &p);
+        }
         let e = match self.info(id) {
             Ok(i) => match sys::fstatat(self.layers[i.layer].fd(), &i.path) {
                 Ok(st) => return Ok(self.attr(id, i.layer, &i.path, &st)),
@@ -1266,6 +1319,7 @@ impl Overlay {
     /// Copies node `id` (and its parents) into the upper layer. Caller holds `ns`.
     fn copy_up(&self, id: u64, with_data: bool) -> Result<(), Errno> {
         self.upper()?;
+        self.settle(id)?;
         let (parent, layer) = {
             let g = rl(&self.inodes);
             let n = g.nodes.get(&id).ok_or(Errno::ENOENT)?;
@@ -1390,6 +1444,27 @@ impl Overlay {
     /// Copies one object from layer `src` at `path` to the upper layer, atomically.
     fn copy_object(&self, src: usize, path: &CStr, with_data: bool) -> io::Result<libc::stat> {
         let work = self.work().map_err(|_| sys::err(libc::EROFS))?;
+        let m = self.make_copy(src, path, with_data)?;
+        drop(m.file);
+        drop(m.src);
+        let flags = if m.fmt == libc::S_IFDIR { libc::RENAME_NOREPLACE } else { 0 };
+        if let Err(e) = sys::renameat2(work, &m.tmp, self.layers[0].fd(), path, flags) {
+            let _ = if m.fmt == libc::S_IFDIR {
+                std::fs::remove_dir_all(OsStr::from_bytes(m.tmp_abs.to_bytes()))
+            } else {
+                sys::unlinkat(work, &m.tmp, false)
+            };
+            return Err(e);
+        }
+        sys::fstatat(self.layers[0].fd(), path)
+    }
+
+    /// The copy of one object from layer `src` at `path`, made in the work directory with
+    /// owner, mode, xattrs and times (and, with `with_data`, a regular file's data), for the
+    /// caller to rename into the upper layer. A regular file comes open (read-write), with
+    /// the lower file (read-only).
+    fn make_copy(&self, src: usize, path: &CStr, with_data: bool) -> io::Result<Made> {
+        let work = self.work().map_err(|_| sys::err(libc::EROFS))?;
         let sl = &self.layers[src];
         let st = sys::fstatat(sl.fd(), path)?;
         let fmt = sys::fmt(&st);
@@ -1399,11 +1474,12 @@ impl Overlay {
         let ov = self.effective_owner(src, path, &st);
         let (uid, gid, mode) = (ov.uid, ov.gid, ov.mode);
         let mut file: Option<OwnedFd> = None;
+        let mut lower: Option<OwnedFd> = None;
         match fmt {
             libc::S_IFDIR => sys::mkdirat(work, &tmp, 0o700)?,
             libc::S_IFREG => {
                 let s = sys::openat(sl.fd(), path, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
-                let d = sys::openat(work, &tmp, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600)?;
+                let d = sys::openat(work, &tmp, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600)?;
                 if with_data {
                     if let Err(e) = copy_data(s.as_fd(), d.as_fd(), &st) {
                         let _ = sys::unlinkat(work, &tmp, false);
@@ -1420,6 +1496,7 @@ impl Overlay {
                     tracing::debug!("{ORIGIN_XATTR:?} not written: {e}");
                 }
                 file = Some(d);
+                lower = Some(s);
             }
             libc::S_IFLNK => {
                 let t = sys::readlinkat(sl.fd(), path)?;
@@ -1446,10 +1523,7 @@ impl Overlay {
                 libc::timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec },
                 libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec },
             ];
-            sys::utimensat(work, &tmp, &times)?;
-            drop(file.take());
-            let flags = if fmt == libc::S_IFDIR { libc::RENAME_NOREPLACE } else { 0 };
-            sys::renameat2(work, &tmp, self.layers[0].fd(), path, flags)
+            sys::utimensat(work, &tmp, &times)
         })();
         if let Err(e) = res {
             let _ = if fmt == libc::S_IFDIR {
@@ -1459,7 +1533,96 @@ impl Overlay {
             };
             return Err(e);
         }
-        sys::fstatat(self.layers[0].fd(), path)
+        Ok(Made { tmp, tmp_abs, file, src: lower, fmt, st })
+    }
+
+    // ------------------------------------------------------------------ lazy copy-up
+
+    /// Node `id`'s pending lazy copy-up, if any.
+    fn pending(&self, id: u64) -> Option<Arc<Pending>> {
+        rl(&self.inodes).nodes.get(&id).and_then(|n| n.pending.clone())
+    }
+
+    /// Completes node `id`'s pending copy-up, if any (waits for its data). Caller holds `ns`.
+    fn settle(&self, id: u64) -> Result<(), Errno> {
+        match (self.pending(id), &self.lazy) {
+            (Some(p), Some(l)) => l.finish(id, &p),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Self::settle`] for the node the kernel knows as `name` in `parent`.
+    fn settle_child(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
+        let id = rl(&self.inodes).children.get(&(parent, name.to_owned())).copied();
+        id.map_or(Ok(()), |id| self.settle(id))
+    }
+
+    /// [`Self::settle`] for an open file's node, taking `ns`.
+    fn settle_handle(&self, h: &FileH) -> Result<(), Errno> {
+        let Some(p) = &h.pending else { return Ok(()) };
+        if ml(&p.st).finished {
+            return Ok(());
+        }
+        let _ns = ml(&self.ns);
+        self.settle(h.node)
+    }
+
+    /// Starts a lazy copy-up of node `id` for an open for writing, when it is a large enough
+    /// regular file of a lower layer (not sparse, one link, not open in passthrough mode);
+    /// `None`: copy it up the usual way.
+    fn start_lazy(&self, id: u64) -> Result<Option<Arc<Pending>>, Errno> {
+        let Some(lazy) = &self.lazy else { return Ok(None) };
+        let eligible = |n: &Node| n.layer != 0 && n.fmt == libc::S_IFREG && n.backing.is_none();
+        if !rl(&self.inodes).nodes.get(&id).is_some_and(eligible) {
+            return Ok(None);
+        }
+        let i = self.info(id)?;
+        let st = sys::fstatat(self.layers[i.layer].fd(), &i.path).map_err(ioerr)?;
+        let size = st.st_size as u64;
+        if size < lazy.min || st.st_nlink != 1 || (st.st_blocks as u64) * 512 < size {
+            return Ok(None);
+        }
+        let _ns = ml(&self.ns);
+        {
+            let g = rl(&self.inodes);
+            let Some(n) = g.nodes.get(&id) else { return Ok(None) };
+            if let Some(p) = &n.pending {
+                return Ok(Some(p.clone()));
+            }
+            if !eligible(n) || n.layer != i.layer {
+                return Ok(None);
+            }
+        }
+        let parent = rl(&self.inodes).nodes.get(&id).and_then(|n| n.names.first().map(|x| x.0)).ok_or(Errno::ENOENT)?;
+        self.copy_up(parent, true)?;
+        let i = self.info(id)?;
+        let m = self.make_copy(i.layer, &i.path, false).map_err(ioerr)?;
+        let (Some(fd), Some(src)) = (m.file, m.src) else { return Err(Errno::EIO) };
+        if let Err(e) = sys::ftruncate(fd.as_fd(), size) {
+            let _ = sys::unlinkat(self.work()?, &m.tmp, false);
+            return Err(ioerr(e));
+        }
+        let mtime = libc::timespec { tv_sec: m.st.st_mtime, tv_nsec: m.st.st_mtime_nsec };
+        let p = Arc::new(Pending::new(fd, src, m.tmp, size, mtime));
+        if let Some(n) = wl(&self.inodes).nodes.get_mut(&id) {
+            n.pending = Some(p.clone());
+        }
+        lazy.start(id, p.clone());
+        Ok(Some(p))
+    }
+
+    /// The attributes of a node whose copy-up is pending: the copy's, with the modification
+    /// time users see.
+    fn pending_attr(&self, id: u64, p: &Pending) -> Result<FileAttr, Errno> {
+        let mut st = sys::fstat(p.fd.as_fd()).map_err(ioerr)?;
+        {
+            let s = ml(&p.st);
+            if !s.finished {
+                st.st_mtime = s.mtime.tv_sec;
+                st.st_mtime_nsec = s.mtime.tv_nsec;
+            }
+        }
+        Ok(self.attr_at(id, 0, XTarget::Fd(p.fd.as_raw_fd()), &st))
     }
 
     // ------------------------------------------------------------------ whiteouts
@@ -1756,6 +1919,7 @@ impl Overlay {
 
     fn do_remove(&self, parent: u64, name: &OsStr, dir: bool) -> Result<(), Errno> {
         let _ns = ml(&self.ns);
+        self.settle_child(parent, name)?;
         let p = self.info(parent)?;
         let f = self.find_child(&p, name)?.ok_or(Errno::ENOENT)?;
         let is_dir = sys::fmt(&f.st) == libc::S_IFDIR;
@@ -1833,6 +1997,8 @@ impl Overlay {
     /// opaque. No whiteout is needed: both names still exist.
     fn do_exchange(&self, parent: u64, name: &OsStr, np: u64, nn: &OsStr) -> Result<(), Errno> {
         let _ns = ml(&self.ns);
+        self.settle_child(parent, name)?;
+        self.settle_child(np, nn)?;
         let p = self.info(parent)?;
         let q = self.info(np)?;
         let a = self.find_child(&p, name)?.ok_or(Errno::ENOENT)?;
@@ -1895,6 +2061,8 @@ impl Overlay {
         // even when no lower layer has it.
         let keep_wh = flags.contains(RenameFlags::RENAME_WHITEOUT);
         let _ns = ml(&self.ns);
+        self.settle_child(parent, name)?;
+        self.settle_child(np, nn)?;
         let p = self.info(parent)?;
         let src = self.find_child(&p, name)?.ok_or(Errno::ENOENT)?;
         let sdir = sys::fmt(&src.st) == libc::S_IFDIR;
@@ -2005,6 +2173,22 @@ impl Overlay {
         if self.unlinked(id) {
             return self.setattr_open(id, mode, owner, size, atime, mtime, fh);
         }
+        if let (Some(p), None, None, None) = (self.pending(id), owner, mode, size) {
+            // Times only (as the writeback cache sends at close): no need to wait for the copy.
+            let mut st = ml(&p.st);
+            if !st.finished {
+                let omit = libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT };
+                if atime.is_some() {
+                    sys::futimens(p.fd.as_fd(), &[timespec(atime), omit]).map_err(ioerr)?;
+                }
+                if mtime.is_some() {
+                    let t = timespec(mtime);
+                    st.mtime = if t.tv_nsec == libc::UTIME_NOW { lazy::now() } else { t };
+                }
+                drop(st);
+                return self.pending_attr(id, &p);
+            }
+        }
         self.copy_up_locked(id, size != Some(0))?;
         let i = self.info(id)?;
         let up = self.upper()?;
@@ -2076,18 +2260,31 @@ impl Overlay {
 
     // ------------------------------------------------------------------ open files
 
-    fn do_open(&self, id: u64, flags: i32) -> Result<(OwnedFd, u64, usize), Errno> {
+    /// Opens node `id`: the file, its layer, and the pending lazy copy-up it belongs to.
+    fn do_open(&self, id: u64, flags: i32) -> Result<(OwnedFd, usize, Option<Arc<Pending>>), Errno> {
         let acc = flags & libc::O_ACCMODE;
-        let write = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let trunc = flags & libc::O_TRUNC != 0;
+        let write = acc != libc::O_RDONLY || trunc;
+        let mut pending = if trunc { None } else { self.pending(id) };
+        if write && !trunc && pending.is_none() {
+            pending = self.start_lazy(id)?;
+        }
+        if let Some(p) = pending {
+            // The copy in the work directory, by its descriptor (it may be renamed meanwhile).
+            let path = sys::cstr(format!("/proc/self/fd/{}", p.fd.as_raw_fd()).as_bytes()).map_err(ioerr)?;
+            let f = self.open_flags(flags) & !libc::O_NOFOLLOW;
+            let fd = sys::open_abs(&path, f).map_err(ioerr)?;
+            return Ok((fd, 0, Some(p)));
+        }
         if write {
-            self.copy_up_locked(id, flags & libc::O_TRUNC == 0)?;
+            self.copy_up_locked(id, !trunc)?;
         }
         let i = self.info(id)?;
         let fd = sys::openat(self.layers[i.layer].fd(), &i.path, self.open_flags(flags), 0).map_err(ioerr)?;
-        if flags & libc::O_TRUNC != 0 {
+        if trunc {
             sys::ftruncate(fd.as_fd(), 0).map_err(ioerr)?;
         }
-        Ok((fd, id, i.layer))
+        Ok((fd, i.layer, None))
     }
 
     fn add_handle(&self, h: Arc<FileH>) -> u64 {
@@ -2250,6 +2447,43 @@ fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, st: &libc::stat) -> io::R
     }
 }
 
+/// `pread` until `buf` is full or the end of the file.
+fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match sys::pread(fd, &mut buf[got..], off + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// A read through a handle whose copy-up is pending: each range from the copy or from the
+/// lower file (see `lazy`), under the pending copy's lock.
+fn read_pending(p: &Pending, fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let st = ml(&p.st);
+    if st.failed {
+        return Err(sys::err(libc::EIO));
+    }
+    let end = off + buf.len() as u64;
+    let mut pos = off;
+    while pos < end {
+        let (lower, upto) = st.source(p.size, pos, end);
+        let from = if lower { p.src.as_fd() } else { fd };
+        let want = (upto - pos) as usize;
+        let at = (pos - off) as usize;
+        let n = pread_full(from, &mut buf[at..at + want], pos)?;
+        pos += n as u64;
+        if n < want {
+            break;
+        }
+    }
+    Ok((pos - off) as usize)
+}
+
 fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, start: u64, end: u64) -> io::Result<()> {
     let mut so = start as i64;
     let mut d_o = start as i64;
@@ -2376,6 +2610,7 @@ impl Filesystem for Overlay {
     }
 
     fn destroy(&mut self) {
+        self.copies().wait();
         tracing::debug!(
             passthrough_opens = self.stats.passthrough_opens.load(Ordering::Relaxed),
             copy_ups = self.stats.copy_ups.load(Ordering::Relaxed),
@@ -2469,18 +2704,27 @@ impl Filesystem for Overlay {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (fd, id, layer) = match self.do_open(ino.0, flags.0) {
+        let id = ino.0;
+        let (fd, layer, pending) = match self.do_open(id, flags.0) {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
+        if pending.is_some() {
+            // Served here while the copy is made (the kernel must not write it directly).
+            if let Some(n) = wl(&self.inodes).nodes.get_mut(&id) {
+                n.cached_opens += 1;
+            }
+            let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: false, pending }));
+            return reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH);
+        }
         match self.backing_for(id, layer, fd.as_fd(), |fd| reply.open_backing(fd)) {
             Ok(Some(b)) => {
-                let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: true }));
+                let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: true, pending: None }));
                 self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b);
             }
             Ok(None) => {
-                let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: false }));
+                let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: false, pending: None }));
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH);
             }
             Err(e) => reply.error(e),
@@ -2503,16 +2747,14 @@ impl Filesystem for Overlay {
             Err(e) => return reply.error(e),
         };
         let mut buf = vec![0u8; size as usize];
-        let mut got = 0;
-        while got < buf.len() {
-            match sys::pread(h.fd.as_fd(), &mut buf[got..], offset + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(e) => return reply.error(ioerr(e)),
-            }
+        let r = match &h.pending {
+            Some(p) => read_pending(p, h.fd.as_fd(), &mut buf, offset),
+            None => pread_full(h.fd.as_fd(), &mut buf, offset),
+        };
+        match r {
+            Ok(got) => reply.data(&buf[..got]),
+            Err(e) => reply.error(ioerr(e)),
         }
-        reply.data(&buf[..got]);
     }
 
     fn write(
@@ -2542,6 +2784,14 @@ impl Filesystem for Overlay {
                 }
             }
         }
+        // A pending copy-up must not copy the lower data over this write (see `lazy`).
+        let mut pst = h.pending.as_ref().map(|p| (ml(&p.st), p.size));
+        if let Some((st, size)) = &mut pst {
+            if st.failed {
+                return reply.error(Errno::EIO);
+            }
+            st.will_write(*size, offset, offset + data.len() as u64);
+        }
         let mut done = 0;
         while done < data.len() {
             match sys::pwrite(h.fd.as_fd(), &data[done..], offset + done as u64) {
@@ -2550,6 +2800,7 @@ impl Filesystem for Overlay {
                 Err(e) => return reply.error(ioerr(e)),
             }
         }
+        drop(pst);
         reply.written(done as u32);
     }
 
@@ -2575,10 +2826,18 @@ impl Filesystem for Overlay {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        // A pending copy-up is completed first: synced data is in the upper layer.
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        if let Err(e) = self.settle_handle(&h) {
+            return reply.error(e);
+        }
         if !self.o.fsync {
             return reply.ok();
         }
-        let r = self.handle(fh).and_then(|h| sys::fsync(h.fd.as_fd(), datasync).map_err(ioerr));
+        let r = sys::fsync(h.fd.as_fd(), datasync).map_err(ioerr);
         reply_err!(reply, r, _x => reply.ok())
     }
 
@@ -2689,7 +2948,13 @@ impl Filesystem for Overlay {
             };
             let f = Found { layer: e.layer, st, bottom };
             let id = self.remember(ino.0, &e.name, &f, true, Some(At { dir: dfd.as_fd(), name: &name }));
-            let a = self.attr(id, e.layer, &path, &st);
+            let a = match self.pending(id) {
+                Some(p) => match self.pending_attr(id, &p) {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                },
+                None => self.attr(id, e.layer, &path, &st),
+            };
             if reply.add(INodeNo(id), i as u64 + 3, &e.name, &self.ttl, &a, Generation(0)) {
                 wl(&self.inodes).forget(id, 1);
                 break;
@@ -2862,12 +3127,12 @@ impl Filesystem for Overlay {
         };
         match self.backing_for(id, 0, fd.as_fd(), |fd| reply.open_backing(fd)) {
             Ok(Some(b)) => {
-                let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: true }));
+                let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: true, pending: None }));
                 self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
                 reply.created_passthrough(&self.ttl, &a, Generation(0), FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b);
             }
             Ok(None) => {
-                let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: false }));
+                let fh = self.add_handle(Arc::new(FileH { fd, node: id, backed: false, pending: None }));
                 reply.created(
                     &self.ttl,
                     &a,
@@ -2890,12 +3155,18 @@ impl Filesystem for Overlay {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let r = self.handle(fh).and_then(|h| sys::fallocate(h.fd.as_fd(), mode, offset, length).map_err(ioerr));
+        let r = self
+            .handle(fh)
+            .and_then(|h| self.settle_handle(&h).map(|_| h))
+            .and_then(|h| sys::fallocate(h.fd.as_fd(), mode, offset, length).map_err(ioerr));
         reply_err!(reply, r, _x => reply.ok())
     }
 
     fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
-        let r = self.handle(fh).and_then(|h| sys::lseek(h.fd.as_fd(), offset, whence).map_err(ioerr));
+        let r = self
+            .handle(fh)
+            .and_then(|h| self.settle_handle(&h).map(|_| h))
+            .and_then(|h| sys::lseek(h.fd.as_fd(), offset, whence).map_err(ioerr));
         reply_err!(reply, r, o => reply.offset(o))
     }
 }

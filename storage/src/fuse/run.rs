@@ -166,6 +166,7 @@ pub fn run(o: Options) -> Result<(), RunError> {
     let foreground = o.foreground;
     let debug = o.debug;
     let fs = Overlay::new(o.clone()).map_err(RunError::Layers)?;
+    let copies = fs.copies();
     let mut config = Config::default();
     let threads = std::env::var("FUSE_OVERLAY_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
     config.n_threads = Some(
@@ -227,6 +228,8 @@ pub fn run(o: Options) -> Result<(), RunError> {
             // A copy of the mount in another mount namespace keeps the connection alive;
             // exiting closes /dev/fuse, which ends it there too.
             std::thread::sleep(std::time::Duration::from_millis(500));
+            // Lazy copy-ups still copying finish and move into the upper layer.
+            copies.wait();
             if let Some(r) = &root {
                 let _ = nix::unistd::syncfs(r);
             }
