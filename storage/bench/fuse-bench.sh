@@ -10,7 +10,9 @@
 #            remounted) and warm
 #   seqread  dd of a BIGMB lower file through merged/, bs=1M, cold and warm (MiB/s)
 #   fio      4k random writes, psync, FIOMB file in merged/, DUR seconds (IOPS)
-#   copyup   first 1-byte write to the other BIGMB lower file (lower in page cache)
+#   copyup   first 1-byte write to the other BIGMB lower file (lower in page cache): the
+#            time dd takes (first-write latency), and the time until the whole copy is in
+#            the upper layer (ours copies large files lazily: the write does not wait for it)
 # Prints medians and ratios (ours against each other file system; > 1 means ours is better).
 #
 # Every run gets a fresh ext4 file system (a loop device) holding the lower, upper and work
@@ -137,22 +139,25 @@ for ((r = 1; r <= RUNS; r++)); do
     rm -f "$M/fio.dat"
     cat "$L/big-copyup" >/dev/null; syncfs
     t0=$(us); dd if=/dev/zero of="$M/big-copyup" bs=1 count=1 conv=notrunc status=none; t1=$(us); cu=$(secs "$t0" "$t1")
+    while [ ! -f "$U/big-copyup" ] && [ $(($(us) - t0)) -lt 30000000 ]; do sleep 0.001; done
+    t2=$(us); cud=$(secs "$t0" "$t2")
     mountpoint -q "$M" || log "WARN: $n: $M is no longer mounted (daemon gone?)"
     [ -f "$U/big-copyup" ] || log "WARN: $n: no copy-up happened"
     [ "$(head -c 1 "$L/big-copyup" | od -An -tx1)" = "$(head -c 1 "$MASTER/big-copyup" | od -An -tx1)" ] \
       || log "ERROR: $n wrote to the lower layer"
     [ "$fs" = ours ] && log "$n run $r: io_uring queues: $(uring_queues)"
-    log "$n run $r: untar ${untar}s walk($cnt) cold ${wc}s warm ${ww}s read cold ${rc} warm ${rw} MiB/s fio ${fio_iops} IOPS copy-up ${cu}s"
+    log "$n run $r: untar ${untar}s walk($cnt) cold ${wc}s warm ${ww}s read cold ${rc} warm ${rw} MiB/s fio ${fio_iops} IOPS copy-up ${cu}s (complete ${cud}s)"
     R[$fs,untar]+=" $untar"; R[$fs,walkc]+=" $wc"; R[$fs,walkw]+=" $ww"; R[$fs,readc]+=" $rc"
-    R[$fs,readw]+=" $rw"; R[$fs,fio]+=" $fio_iops"; R[$fs,copyup]+=" $cu"
+    R[$fs,readw]+=" $rw"; R[$fs,fio]+=" $fio_iops"; R[$fs,copyup]+=" $cu"; R[$fs,cudone]+=" $cud"
     umnt; sleep 0.3
   done
 done
 
-metrics="untar walkc walkw readc readw fio copyup"
-declare -A UNIT=([untar]=s [walkc]=s [walkw]=s [readc]=MiB/s [readw]=MiB/s [fio]=IOPS [copyup]=s)
+metrics="untar walkc walkw readc readw fio copyup cudone"
+declare -A UNIT=([untar]=s [walkc]=s [walkw]=s [readc]=MiB/s [readw]=MiB/s [fio]=IOPS [copyup]=s [cudone]=s)
 declare -A LABEL=([untar]="untar ${NSMALL} files" [walkc]="find+lstat walk, cold" [walkw]="find+lstat walk, warm"
-  [readc]="seq read ${BIGMB} MiB, cold" [readw]="seq read ${BIGMB} MiB, warm" [fio]="fio 4k randwrite" [copyup]="copy-up ${BIGMB} MiB")
+  [readc]="seq read ${BIGMB} MiB, cold" [readw]="seq read ${BIGMB} MiB, warm" [fio]="fio 4k randwrite" [copyup]="copy-up ${BIGMB} MiB, 1st write"
+  [cudone]="copy-up ${BIGMB} MiB, complete")
 declare -A MED
 for m in $metrics; do for fs in "${active[@]}"; do MED[$fs,$m]=$(median ${R[$fs,$m]}); done; done
 

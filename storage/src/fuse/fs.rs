@@ -2175,7 +2175,7 @@ impl Overlay {
         }
         if let (Some(p), None, None, None) = (self.pending(id), owner, mode, size) {
             // Times only (as the writeback cache sends at close): no need to wait for the copy.
-            let mut st = ml(&p.st);
+            let mut st = p.lock();
             if !st.finished {
                 let omit = libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT };
                 if atime.is_some() {
@@ -2464,7 +2464,7 @@ fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> io::Result<usize>
 /// A read through a handle whose copy-up is pending: each range from the copy or from the
 /// lower file (see `lazy`), under the pending copy's lock.
 fn read_pending(p: &Pending, fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> io::Result<usize> {
-    let st = ml(&p.st);
+    let st = p.lock();
     if st.failed {
         return Err(sys::err(libc::EIO));
     }
@@ -2785,7 +2785,7 @@ impl Filesystem for Overlay {
             }
         }
         // A pending copy-up must not copy the lower data over this write (see `lazy`).
-        let mut pst = h.pending.as_ref().map(|p| (ml(&p.st), p.size));
+        let mut pst = h.pending.as_ref().map(|p| (p.lock(), p.size));
         if let Some((st, size)) = &mut pst {
             if st.failed {
                 return reply.error(Errno::EIO);

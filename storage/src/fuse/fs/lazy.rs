@@ -28,8 +28,8 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use fuser::Errno;
 
@@ -40,7 +40,7 @@ use crate::fuse::sys;
 /// size in bytes; 0 turns it off).
 pub(super) const LAZY_MIN: u64 = 16 << 20;
 /// The copier copies this much per step (the longest a write waits for it).
-const CHUNK: u64 = 4 << 20;
+const CHUNK: u64 = 2 << 20;
 
 /// One file's copy-up in progress.
 pub(super) struct Pending {
@@ -54,6 +54,8 @@ pub(super) struct Pending {
     pub(super) size: u64,
     pub(super) st: Mutex<PState>,
     cv: Condvar,
+    /// Requests waiting for `st`: the copier lets them in between chunks.
+    waiting: AtomicUsize,
 }
 
 pub(super) struct PState {
@@ -84,7 +86,17 @@ impl Pending {
                 failed: false,
             }),
             cv: Condvar::new(),
+            waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// The state lock for a request: the copier yields it to requests between chunks (a
+    /// plain mutex would let the copier take it again at once, for the whole copy).
+    pub(super) fn lock(&self) -> MutexGuard<'_, PState> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let g = ml(&self.st);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        g
     }
 }
 
@@ -201,6 +213,13 @@ impl Lazy {
 
     /// The copier: the data chunk by chunk, then the rename (unless a request did it).
     fn copier(&self, id: u64, p: Arc<Pending>) {
+        // Not on the CPU of the queue thread that started it (io_uring queue threads are
+        // pinned): the copy runs beside the writer.
+        let mut all = nix::sched::CpuSet::new();
+        for c in 0..nix::sched::CpuSet::count() {
+            let _ = all.set(c);
+        }
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &all);
         let mut pos = 0u64;
         let res = loop {
             if pos >= p.size {
@@ -236,6 +255,10 @@ impl Lazy {
             }
             st.copied = end;
             pos = end;
+            drop(st);
+            while p.waiting.load(Ordering::SeqCst) > 0 {
+                std::thread::yield_now();
+            }
         };
         if let Err(e) = res {
             tracing::warn!("lazy copy-up of node {id} failed: {}", std::io::Error::from_raw_os_error(e));
