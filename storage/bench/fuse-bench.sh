@@ -162,20 +162,20 @@ declare -A MED
 for m in $metrics; do for fs in "${active[@]}"; do MED[$fs,$m]=$(median ${R[$fs,$m]}); done; done
 
 echo
-printf '%-26s' "median ($RUNS runs)"; for fs in "${active[@]}"; do printf '%22s' "${NAME[$fs]}"; done; echo
+printf '%-34s' "median ($RUNS runs)"; for fs in "${active[@]}"; do printf '%22s' "${NAME[$fs]}"; done; echo
 for m in $metrics; do
-  printf '%-26s' "${LABEL[$m]} (${UNIT[$m]})"
+  printf '%-34s' "${LABEL[$m]} (${UNIT[$m]})"
   for fs in "${active[@]}"; do printf '%22s' "${MED[$fs,$m]}"; done; echo
 done
 echo
 echo "ratios, ours against each (> 1 = ours better; time: theirs/ours, rate: ours/theirs)"
 for m in $metrics; do
-  printf '%-26s' "${LABEL[$m]}"
+  printf '%-34s' "${LABEL[$m]}"
   for fs in "${active[@]}"; do
     [ "$fs" = ours ] && continue
     awk -v o="${MED[ours,$m]:-NA}" -v t="${MED[$fs,$m]}" -v u="${UNIT[$m]}" -v n="${NAME[$fs]}" 'BEGIN{
-      if (o=="NA"||t=="NA"||o==0||t==0) {printf "%30s", n": NA"; exit}
-      r = (u=="s") ? t/o : o/t; printf "%30s", sprintf("vs %s: %.2fx", n, r)}'
+      if (o=="NA"||t=="NA"||o==0||t==0) {printf " %31s", n": NA"; exit}
+      r = (u=="s") ? t/o : o/t; printf " %31s", sprintf("vs %s: %.2fx", n, r)}'
   done
   echo
 done

@@ -22,6 +22,7 @@
 //! data (`copy_file_range`, holes kept), owner, mode, xattrs and times, then is renamed into
 //! the upper layer, so a crash never leaves a partial file visible. Parent directories are
 //! copied up first. Namespace changes run under one lock; reads and writes do not take it.
+//! Large regular files opened for writing are copied lazily, in the background (`lazy`).
 //!
 //! Opened files are served by FUSE passthrough when the kernel grants it (root in the initial
 //! user namespace, kernel >= 6.9): the kernel then reads and writes the layer file directly.
