@@ -1561,7 +1561,7 @@ impl Overlay {
     /// [`Self::settle`] for an open file's node, taking `ns`.
     fn settle_handle(&self, h: &FileH) -> Result<(), Errno> {
         let Some(p) = &h.pending else { return Ok(()) };
-        if ml(&p.st).finished {
+        if p.lock().finished {
             return Ok(());
         }
         let _ns = ml(&self.ns);
@@ -1583,7 +1583,7 @@ impl Overlay {
         if size < lazy.min || st.st_nlink != 1 || (st.st_blocks as u64) * 512 < size {
             return Ok(None);
         }
-        let _ns = ml(&self.ns);
+        let ns = ml(&self.ns);
         {
             let g = rl(&self.inodes);
             let Some(n) = g.nodes.get(&id) else { return Ok(None) };
@@ -1608,6 +1608,8 @@ impl Overlay {
         if let Some(n) = wl(&self.inodes).nodes.get_mut(&id) {
             n.pending = Some(p.clone());
         }
+        // Unlocked first: without a thread, the copy runs here and takes the lock at its end.
+        drop(ns);
         lazy.start(id, p.clone());
         Ok(Some(p))
     }
@@ -1617,7 +1619,7 @@ impl Overlay {
     fn pending_attr(&self, id: u64, p: &Pending) -> Result<FileAttr, Errno> {
         let mut st = sys::fstat(p.fd.as_fd()).map_err(ioerr)?;
         {
-            let s = ml(&p.st);
+            let s = p.lock();
             if !s.finished {
                 st.st_mtime = s.mtime.tv_sec;
                 st.st_mtime_nsec = s.mtime.tv_nsec;
