@@ -1560,3 +1560,56 @@ fn lazy_copy_up_of_large_files() {
     assert_eq!(fs::read_dir(t.p("w/work")).unwrap().count(), 0, "the next mount clears the work directory");
     drop(fuse);
 }
+
+#[test]
+fn lazy_copy_up_random_writes_and_reads() {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::AsRawFd;
+    if !require_root("lazy_copy_up_random_writes_and_reads") {
+        return;
+    }
+    let t = Tree::new();
+    let m = t.p("m");
+    let size = 192usize << 20;
+    let lower: Vec<u8> = (0..size).map(|i| ((i as u64).wrapping_mul(0x9E37_79B9) >> 7) as u8).collect();
+    fs::write(t.p("l1/r"), &lower).unwrap();
+    let fuse = Fuse::start_env(&t.opts(), &m, &[("FUSE_OVERLAY_LAZY_COPYUP", "1048576")]);
+    let mut shadow = lower.clone();
+    let f = fs::OpenOptions::new().read(true).write(true).open(m.join("r")).unwrap();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rnd = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    for k in 0..300 {
+        // Writes anywhere (some past the end), reads of ranges dropped from the page cache.
+        let len = 1 + rnd(96 << 10);
+        let off = rnd(size + (1 << 20));
+        let byte = (k % 251) as u8 + 1;
+        let data = vec![byte; len];
+        f.write_all_at(&data, off as u64).unwrap();
+        if shadow.len() < off + len {
+            shadow.resize(off + len, 0);
+        }
+        shadow[off..off + len].copy_from_slice(&data);
+        if k % 10 == 0 {
+            // SAFETY: plain syscalls on a descriptor this test owns.
+            unsafe {
+                let fd = f.as_raw_fd();
+                libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER);
+                libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED);
+            }
+            let roff = rnd(shadow.len());
+            let rlen = (1 + rnd(1 << 20)).min(shadow.len() - roff);
+            let mut buf = vec![0u8; rlen];
+            f.read_exact_at(&mut buf, roff as u64).unwrap();
+            assert!(buf == shadow[roff..roff + rlen], "read {roff}+{rlen} after {k} writes");
+        }
+    }
+    drop(f);
+    assert!(fuse.stop(), "the daemon exits cleanly");
+    assert!(fs::read(t.p("u/r")).unwrap() == shadow, "every write is in the upper copy");
+    assert!(fs::read(t.p("l1/r")).unwrap() == lower, "the lower file is untouched");
+}
