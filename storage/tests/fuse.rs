@@ -1563,17 +1563,29 @@ fn lazy_copy_up_of_large_files() {
 
 #[test]
 fn lazy_copy_up_random_writes_and_reads() {
-    use std::os::unix::fs::FileExt;
-    use std::os::unix::io::AsRawFd;
     if !require_root("lazy_copy_up_random_writes_and_reads") {
         return;
     }
+    // With passthrough granted (writes go straight to the daemon) and without (the kernel's
+    // writeback cache: partial pages read first, times sent at close).
+    for no_passthrough in ["", "1"] {
+        lazy_random(no_passthrough);
+    }
+}
+
+fn lazy_random(no_passthrough: &str) {
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::AsRawFd;
     let t = Tree::new();
     let m = t.p("m");
     let size = 192usize << 20;
     let lower: Vec<u8> = (0..size).map(|i| ((i as u64).wrapping_mul(0x9E37_79B9) >> 7) as u8).collect();
     fs::write(t.p("l1/r"), &lower).unwrap();
-    let fuse = Fuse::start_env(&t.opts(), &m, &[("FUSE_OVERLAY_LAZY_COPYUP", "1048576")]);
+    let mut env = vec![("FUSE_OVERLAY_LAZY_COPYUP", "1048576")];
+    if !no_passthrough.is_empty() {
+        env.push(("FUSE_OVERLAYFS_NO_PASSTHROUGH", no_passthrough));
+    }
+    let fuse = Fuse::start_env(&t.opts(), &m, &env);
     let mut shadow = lower.clone();
     let f = fs::OpenOptions::new().read(true).write(true).open(m.join("r")).unwrap();
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
@@ -1605,7 +1617,7 @@ fn lazy_copy_up_random_writes_and_reads() {
             let rlen = (1 + rnd(1 << 20)).min(shadow.len() - roff);
             let mut buf = vec![0u8; rlen];
             f.read_exact_at(&mut buf, roff as u64).unwrap();
-            assert!(buf == shadow[roff..roff + rlen], "read {roff}+{rlen} after {k} writes");
+            assert!(buf == shadow[roff..roff + rlen], "read {roff}+{rlen} after {k} writes ({env:?})");
         }
     }
     drop(f);
