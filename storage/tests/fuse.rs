@@ -1625,3 +1625,37 @@ fn lazy_random(no_passthrough: &str) {
     assert!(fs::read(t.p("u/r")).unwrap() == shadow, "every write is in the upper copy");
     assert!(fs::read(t.p("l1/r")).unwrap() == lower, "the lower file is untouched");
 }
+
+#[test]
+fn chmod_with_xattr_permissions_updates_the_acl_mask() {
+    if !require_root("chmod_with_xattr_permissions_updates_the_acl_mask") {
+        return;
+    }
+    if Command::new("setfacl").arg("--version").output().is_err()
+        || Command::new("id").arg("rpodtest").output().map(|o| !o.status.success()).unwrap_or(true)
+    {
+        if std::env::var_os("RPOD_REQUIRE_ROOT").is_some_and(|v| v == "1") {
+            panic!("setfacl (package acl) or user rpodtest missing (run scripts/setup.sh)");
+        }
+        eprintln!("SKIPPED chmod_with_xattr_permissions_updates_the_acl_mask: no setfacl or no user rpodtest");
+        return;
+    }
+    let t = Tree::new();
+    fs::set_permissions(t.t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let m = t.p("m");
+    let md = m.display();
+    // Modes kept in the override xattr: chmod does not reach the real file's mode.
+    let fuse = Fuse::start(&format!("{},xattr_permissions=2", t.opts()), &m);
+    fs::write(m.join("f"), "data\n").unwrap();
+    sh(&format!("chmod 600 {md}/f; setfacl -m u:rpodtest:rw {md}/f"));
+    let append = || as_rpodtest(&format!("echo more >> {md}/f")).status.success();
+    assert!(append(), "the ACL grants write");
+    sh(&format!("chmod 640 {md}/f"));
+    let acl = sh(&format!("getfacl -c {md}/f"));
+    assert!(acl.contains("mask::r--"), "chmod g=r sets the mask: {acl}");
+    assert!(!append(), "the mask now denies write");
+    sh(&format!("chmod 660 {md}/f"));
+    assert!(append(), "chmod g=rw opens it again");
+    assert_eq!(fs::metadata(m.join("f")).unwrap().permissions().mode() & 0o777, 0o660);
+    drop(fuse);
+}

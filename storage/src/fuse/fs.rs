@@ -95,6 +95,52 @@ fn map_acl(v: &[u8], uid: impl Fn(u32) -> Option<u32>, gid: impl Fn(u32) -> Opti
     Some(out)
 }
 
+/// A POSIX access ACL value after `chmod(mode)`, as the kernel's `posix_acl_chmod` makes it:
+/// the owner and other entries take the owner and other bits, the mask (or, without one,
+/// the owning group entry) the group bits. `None` when the value is malformed.
+fn acl_chmod(v: &[u8], mode: u32) -> Option<Vec<u8>> {
+    const USER_OBJ: u16 = 0x01;
+    const GROUP_OBJ: u16 = 0x04;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) || u32::from_le_bytes(v[..4].try_into().ok()?) != 2 {
+        return None;
+    }
+    let mut out = v.to_vec();
+    let has_mask = out[4..].chunks_exact(8).any(|e| u16::from_le_bytes([e[0], e[1]]) == MASK);
+    for e in out[4..].chunks_exact_mut(8) {
+        let perm = match u16::from_le_bytes([e[0], e[1]]) {
+            USER_OBJ => (mode >> 6) & 7,
+            OTHER => mode & 7,
+            MASK => (mode >> 3) & 7,
+            GROUP_OBJ if !has_mask => (mode >> 3) & 7,
+            _ => continue,
+        };
+        e[2..4].copy_from_slice(&(perm as u16).to_le_bytes());
+    }
+    Some(out)
+}
+
+/// The permission bits an access ACL gives the mode (as `posix_acl_equiv_mode`): owner and
+/// other from their entries, group from the mask (or the owning group entry without one).
+fn acl_mode(v: &[u8]) -> Option<u32> {
+    if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) || u32::from_le_bytes(v[..4].try_into().ok()?) != 2 {
+        return None;
+    }
+    let (mut user, mut group, mut mask, mut other) = (0, 0, None, 0);
+    for e in v[4..].chunks_exact(8) {
+        let perm = u32::from(u16::from_le_bytes([e[2], e[3]]) & 7);
+        match u16::from_le_bytes([e[0], e[1]]) {
+            0x01 => user = perm,
+            0x04 => group = perm,
+            0x10 => mask = Some(perm),
+            0x20 => other = perm,
+            _ => {}
+        }
+    }
+    Some(user << 6 | mask.unwrap_or(group) << 3 | other)
+}
+
 fn is_private_xattr(name: &[u8]) -> bool {
     PRIVATE_XATTRS.iter().any(|p| name.starts_with(p))
 }
@@ -1395,7 +1441,18 @@ impl Overlay {
             let ov = cur.with(owner, mode);
             let kfmt = cur.kind.map(|k| k.0).unwrap_or(fmt);
             let krdev = cur.kind.map(|k| k.1).unwrap_or(rdev);
-            return sys::setxattr(XTarget::Path(abs), x, ov.format(kfmt, krdev).as_bytes(), 0);
+            sys::setxattr(XTarget::Path(abs), x, ov.format(kfmt, krdev).as_bytes(), 0)?;
+            // The real mode stays, so its ACL is updated here as chmod would (the kernel
+            // checks access with the ACL's mask, not the mode we show).
+            if let (Some(m), false) = (mode, self.o.noacl) {
+                let acl = c"system.posix_acl_access";
+                if let Ok(Some(v)) = sys::getxattr_full(XTarget::Path(abs), acl) {
+                    if let Some(nv) = acl_chmod(&v, m) {
+                        sys::setxattr(XTarget::Path(abs), acl, &nv, 0)?;
+                    }
+                }
+            }
+            return Ok(());
         }
         if let Some((u, g)) = owner {
             match sys::lchownat(dir, rel, u, g) {
@@ -1416,6 +1473,20 @@ impl Overlay {
             sys::fchmodat(dir, rel, m & 0o7777)?;
         }
         Ok(())
+    }
+
+    /// After an access ACL is set on an upper object whose mode is kept in the override xattr:
+    /// the mode shows the ACL's bits, as the file system would set the real mode (the kernel
+    /// consults the ACL only when the mode's group bits are not all clear).
+    fn acl_sets_override_mode(&self, abs: &CStr, fmt: u32, v: &[u8]) -> io::Result<()> {
+        let Some(x) = self.layers[0].stat_mode.xattr() else { return Ok(()) };
+        let Some(bits) = acl_mode(v) else { return Ok(()) };
+        let Some(cur) = sys::getxattr_full(XTarget::Path(abs), x)?.and_then(|o| Override::parse(&o)) else {
+            return Ok(());
+        };
+        let ov = cur.with(None, Some((cur.mode & !0o777) | bits));
+        let (kf, kr) = cur.kind.unwrap_or((fmt, 0));
+        sys::setxattr(XTarget::Path(abs), x, ov.format(kf, kr).as_bytes(), 0)
     }
 
     fn copy_xattrs(&self, src: &CStr, dst: XTarget<'_>) -> io::Result<()> {
@@ -3026,7 +3097,12 @@ impl Filesystem for Overlay {
             self.copy_up_locked(ino.0, true)?;
             let (abs, _) = self.xattr_target(ino.0)?;
             let n = sys::cstr(name.as_bytes()).map_err(ioerr)?;
-            sys::setxattr(XTarget::Path(&abs), &n, value, flags).map_err(ioerr)
+            sys::setxattr(XTarget::Path(&abs), &n, value, flags).map_err(ioerr)?;
+            if name.as_bytes() == b"system.posix_acl_access" {
+                let fmt = self.info(ino.0)?.fmt;
+                self.acl_sets_override_mode(&abs, fmt, value).map_err(ioerr)?;
+            }
+            Ok(())
         })();
         reply_err!(reply, r, _x => reply.ok())
     }
@@ -3177,6 +3253,30 @@ impl Filesystem for Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chmod_updates_acl_mask() {
+        let ent = |tag: u16, perm: u16, id: u32| -> Vec<u8> {
+            let mut e = tag.to_le_bytes().to_vec();
+            e.extend(perm.to_le_bytes());
+            e.extend(id.to_le_bytes());
+            e
+        };
+        let acl = |ents: &[Vec<u8>]| -> Vec<u8> {
+            let mut v = 2u32.to_le_bytes().to_vec();
+            ents.iter().for_each(|e| v.extend(e));
+            v
+        };
+        let u = u32::MAX;
+        let with_mask = acl(&[ent(1, 7, u), ent(2, 6, 1001), ent(4, 4, u), ent(0x10, 6, u), ent(0x20, 4, u)]);
+        let want = acl(&[ent(1, 6, u), ent(2, 6, 1001), ent(4, 4, u), ent(0x10, 4, u), ent(0x20, 0, u)]);
+        assert_eq!(acl_chmod(&with_mask, 0o640).unwrap(), want);
+        let minimal = acl(&[ent(1, 6, u), ent(4, 4, u), ent(0x20, 4, u)]);
+        assert_eq!(acl_chmod(&minimal, 0o750).unwrap(), acl(&[ent(1, 7, u), ent(4, 5, u), ent(0x20, 0, u)]));
+        assert!(acl_chmod(b"bad", 0o644).is_none());
+        assert_eq!(acl_mode(&with_mask), Some(0o764));
+        assert_eq!(acl_mode(&minimal), Some(0o644));
+    }
 
     #[test]
     fn override_values() {
