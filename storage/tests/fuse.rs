@@ -1273,18 +1273,26 @@ fn created_modes(dir: &Path, umask: &str) -> (u32, u32) {
     (mode("f"), mode("d"))
 }
 
+/// setfacl and the user rpodtest are there (else skips loudly; fails with RPOD_REQUIRE_ROOT=1).
+fn acl_tools(test: &str) -> bool {
+    if Command::new("setfacl").arg("--version").output().is_ok()
+        && Command::new("id").arg("rpodtest").output().is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    if std::env::var_os("RPOD_REQUIRE_ROOT").is_some_and(|v| v == "1") {
+        panic!("{test}: setfacl (package acl) or user rpodtest missing (run scripts/setup.sh)");
+    }
+    eprintln!("SKIPPED {test}: no setfacl or no user rpodtest (scripts/setup.sh)");
+    false
+}
+
 #[test]
 fn posix_acls_are_enforced_and_inherited() {
     if !require_root("posix_acls_are_enforced_and_inherited") {
         return;
     }
-    if Command::new("setfacl").arg("--version").output().is_err()
-        || Command::new("id").arg("rpodtest").output().map(|o| !o.status.success()).unwrap_or(true)
-    {
-        if std::env::var_os("RPOD_REQUIRE_ROOT").is_some_and(|v| v == "1") {
-            panic!("setfacl (package acl) or user rpodtest missing (run scripts/setup.sh)");
-        }
-        eprintln!("SKIPPED posix_acls_are_enforced_and_inherited: no setfacl or no user rpodtest (scripts/setup.sh)");
+    if !acl_tools("posix_acls_are_enforced_and_inherited") {
         return;
     }
     let t = Tree::new();
@@ -1631,13 +1639,7 @@ fn chmod_with_xattr_permissions_updates_the_acl_mask() {
     if !require_root("chmod_with_xattr_permissions_updates_the_acl_mask") {
         return;
     }
-    if Command::new("setfacl").arg("--version").output().is_err()
-        || Command::new("id").arg("rpodtest").output().map(|o| !o.status.success()).unwrap_or(true)
-    {
-        if std::env::var_os("RPOD_REQUIRE_ROOT").is_some_and(|v| v == "1") {
-            panic!("setfacl (package acl) or user rpodtest missing (run scripts/setup.sh)");
-        }
-        eprintln!("SKIPPED chmod_with_xattr_permissions_updates_the_acl_mask: no setfacl or no user rpodtest");
+    if !acl_tools("chmod_with_xattr_permissions_updates_the_acl_mask") {
         return;
     }
     let t = Tree::new();

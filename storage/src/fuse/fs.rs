@@ -72,13 +72,19 @@ fn is_acl_xattr(name: &[u8]) -> bool {
     name == b"system.posix_acl_access" || name == b"system.posix_acl_default"
 }
 
+/// Whether `v` is a POSIX ACL xattr value we can read: `posix_acl_xattr_header` (version 2),
+/// then 8-byte entries (tag u16, perm u16, id u32, little endian).
+fn acl_valid(v: &[u8]) -> bool {
+    v.len() >= 4 && (v.len() - 4).is_multiple_of(8) && v[..4] == 2u32.to_le_bytes()
+}
+
 /// Maps the user and group ids inside a POSIX ACL xattr value (`posix_acl_xattr_header`,
 /// version 2, then 8-byte entries: tag u16, perm u16, id u32, little endian). `None` when
 /// the value is malformed or an id has no mapping.
 fn map_acl(v: &[u8], uid: impl Fn(u32) -> Option<u32>, gid: impl Fn(u32) -> Option<u32>) -> Option<Vec<u8>> {
     const ACL_USER: u16 = 0x02;
     const ACL_GROUP: u16 = 0x08;
-    if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) || u32::from_le_bytes(v[..4].try_into().ok()?) != 2 {
+    if !acl_valid(v) {
         return None;
     }
     let mut out = v.to_vec();
@@ -103,7 +109,7 @@ fn acl_chmod(v: &[u8], mode: u32) -> Option<Vec<u8>> {
     const GROUP_OBJ: u16 = 0x04;
     const MASK: u16 = 0x10;
     const OTHER: u16 = 0x20;
-    if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) || u32::from_le_bytes(v[..4].try_into().ok()?) != 2 {
+    if !acl_valid(v) {
         return None;
     }
     let mut out = v.to_vec();
@@ -124,7 +130,7 @@ fn acl_chmod(v: &[u8], mode: u32) -> Option<Vec<u8>> {
 /// The permission bits an access ACL gives the mode (as `posix_acl_equiv_mode`): owner and
 /// other from their entries, group from the mask (or the owning group entry without one).
 fn acl_mode(v: &[u8]) -> Option<u32> {
-    if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) || u32::from_le_bytes(v[..4].try_into().ok()?) != 2 {
+    if !acl_valid(v) {
         return None;
     }
     let (mut user, mut group, mut mask, mut other) = (0, 0, None, 0);
