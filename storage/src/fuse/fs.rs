@@ -72,6 +72,14 @@ fn is_acl_xattr(name: &[u8]) -> bool {
     name == b"system.posix_acl_access" || name == b"system.posix_acl_default"
 }
 
+/// POSIX ACL entry tags (`e_tag` of `posix_acl_xattr_entry`).
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_GROUP: u16 = 0x08;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+
 /// Whether `v` is a POSIX ACL xattr value we can read: `posix_acl_xattr_header` (version 2),
 /// then 8-byte entries (tag u16, perm u16, id u32, little endian).
 fn acl_valid(v: &[u8]) -> bool {
@@ -82,8 +90,6 @@ fn acl_valid(v: &[u8]) -> bool {
 /// version 2, then 8-byte entries: tag u16, perm u16, id u32, little endian). `None` when
 /// the value is malformed or an id has no mapping.
 fn map_acl(v: &[u8], uid: impl Fn(u32) -> Option<u32>, gid: impl Fn(u32) -> Option<u32>) -> Option<Vec<u8>> {
-    const ACL_USER: u16 = 0x02;
-    const ACL_GROUP: u16 = 0x08;
     if !acl_valid(v) {
         return None;
     }
@@ -105,21 +111,17 @@ fn map_acl(v: &[u8], uid: impl Fn(u32) -> Option<u32>, gid: impl Fn(u32) -> Opti
 /// the owner and other entries take the owner and other bits, the mask (or, without one,
 /// the owning group entry) the group bits. `None` when the value is malformed.
 fn acl_chmod(v: &[u8], mode: u32) -> Option<Vec<u8>> {
-    const USER_OBJ: u16 = 0x01;
-    const GROUP_OBJ: u16 = 0x04;
-    const MASK: u16 = 0x10;
-    const OTHER: u16 = 0x20;
     if !acl_valid(v) {
         return None;
     }
     let mut out = v.to_vec();
-    let has_mask = out[4..].chunks_exact(8).any(|e| u16::from_le_bytes([e[0], e[1]]) == MASK);
+    let has_mask = out[4..].chunks_exact(8).any(|e| u16::from_le_bytes([e[0], e[1]]) == ACL_MASK);
     for e in out[4..].chunks_exact_mut(8) {
         let perm = match u16::from_le_bytes([e[0], e[1]]) {
-            USER_OBJ => (mode >> 6) & 7,
-            OTHER => mode & 7,
-            MASK => (mode >> 3) & 7,
-            GROUP_OBJ if !has_mask => (mode >> 3) & 7,
+            ACL_USER_OBJ => (mode >> 6) & 7,
+            ACL_OTHER => mode & 7,
+            ACL_MASK => (mode >> 3) & 7,
+            ACL_GROUP_OBJ if !has_mask => (mode >> 3) & 7,
             _ => continue,
         };
         e[2..4].copy_from_slice(&(perm as u16).to_le_bytes());
@@ -137,10 +139,10 @@ fn acl_mode(v: &[u8]) -> Option<u32> {
     for e in v[4..].chunks_exact(8) {
         let perm = u32::from(u16::from_le_bytes([e[2], e[3]]) & 7);
         match u16::from_le_bytes([e[0], e[1]]) {
-            0x01 => user = perm,
-            0x04 => group = perm,
-            0x10 => mask = Some(perm),
-            0x20 => other = perm,
+            ACL_USER_OBJ => user = perm,
+            ACL_GROUP_OBJ => group = perm,
+            ACL_MASK => mask = Some(perm),
+            ACL_OTHER => other = perm,
             _ => {}
         }
     }
@@ -1527,11 +1529,7 @@ impl Overlay {
         drop(m.src);
         let flags = if m.fmt == libc::S_IFDIR { libc::RENAME_NOREPLACE } else { 0 };
         if let Err(e) = sys::renameat2(work, &m.tmp, self.layers[0].fd(), path, flags) {
-            let _ = if m.fmt == libc::S_IFDIR {
-                std::fs::remove_dir_all(OsStr::from_bytes(m.tmp_abs.to_bytes()))
-            } else {
-                sys::unlinkat(work, &m.tmp, false)
-            };
+            discard_tmp(work, &m.tmp, &m.tmp_abs, m.fmt);
             return Err(e);
         }
         sys::fstatat(self.layers[0].fd(), path)
@@ -1604,11 +1602,7 @@ impl Overlay {
             sys::utimensat(work, &tmp, &times)
         })();
         if let Err(e) = res {
-            let _ = if fmt == libc::S_IFDIR {
-                std::fs::remove_dir_all(OsStr::from_bytes(tmp_abs.to_bytes()))
-            } else {
-                sys::unlinkat(work, &tmp, false)
-            };
+            discard_tmp(work, &tmp, &tmp_abs, fmt);
             return Err(e);
         }
         Ok(Made { tmp, tmp_abs, file, src: lower, fmt, st })
@@ -1635,14 +1629,16 @@ impl Overlay {
         id.map_or(Ok(()), |id| self.settle(id))
     }
 
-    /// [`Self::settle`] for an open file's node, taking `ns`.
-    fn settle_handle(&self, h: &FileH) -> Result<(), Errno> {
-        let Some(p) = &h.pending else { return Ok(()) };
-        if p.lock().finished {
-            return Ok(());
+    /// Open file `fh`, its node's pending copy-up (if any) completed first (takes `ns`).
+    fn settled_handle(&self, fh: FileHandle) -> Result<Arc<FileH>, Errno> {
+        let h = self.handle(fh)?;
+        if let Some(p) = &h.pending {
+            if !p.lock().finished {
+                let _ns = ml(&self.ns);
+                self.settle(h.node)?;
+            }
         }
-        let _ns = ml(&self.ns);
-        self.settle(h.node)
+        Ok(h)
     }
 
     /// Starts a lazy copy-up of node `id` for an open for writing, when it is a large enough
@@ -2527,6 +2523,16 @@ fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, st: &libc::stat) -> io::R
     }
 }
 
+/// Removes a copy that will not be renamed into place: `tmp` in the work directory `work`
+/// (`tmp_abs`, its absolute path, for a directory tree).
+fn discard_tmp(work: BorrowedFd<'_>, tmp: &CStr, tmp_abs: &CStr, fmt: u32) {
+    let _ = if fmt == libc::S_IFDIR {
+        std::fs::remove_dir_all(OsStr::from_bytes(tmp_abs.to_bytes()))
+    } else {
+        sys::unlinkat(work, tmp, false)
+    };
+}
+
 /// `pread` until `buf` is full or the end of the file.
 fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> io::Result<usize> {
     let mut got = 0;
@@ -2907,13 +2913,10 @@ impl Filesystem for Overlay {
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
         // A pending copy-up is completed first: synced data is in the upper layer.
-        let h = match self.handle(fh) {
+        let h = match self.settled_handle(fh) {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
-        if let Err(e) = self.settle_handle(&h) {
-            return reply.error(e);
-        }
         if !self.o.fsync {
             return reply.ok();
         }
@@ -3031,7 +3034,11 @@ impl Filesystem for Overlay {
             let a = match self.pending(id) {
                 Some(p) => match self.pending_attr(id, &p) {
                     Ok(a) => a,
-                    Err(_) => continue,
+                    Err(_) => {
+                        // Not handed to the kernel: no FORGET will come for this lookup.
+                        wl(&self.inodes).forget(id, 1);
+                        continue;
+                    }
                 },
                 None => self.attr(id, e.layer, &path, &st),
             };
@@ -3240,18 +3247,12 @@ impl Filesystem for Overlay {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let r = self
-            .handle(fh)
-            .and_then(|h| self.settle_handle(&h).map(|_| h))
-            .and_then(|h| sys::fallocate(h.fd.as_fd(), mode, offset, length).map_err(ioerr));
+        let r = self.settled_handle(fh).and_then(|h| sys::fallocate(h.fd.as_fd(), mode, offset, length).map_err(ioerr));
         reply_err!(reply, r, _x => reply.ok())
     }
 
     fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
-        let r = self
-            .handle(fh)
-            .and_then(|h| self.settle_handle(&h).map(|_| h))
-            .and_then(|h| sys::lseek(h.fd.as_fd(), offset, whence).map_err(ioerr));
+        let r = self.settled_handle(fh).and_then(|h| sys::lseek(h.fd.as_fd(), offset, whence).map_err(ioerr));
         reply_err!(reply, r, o => reply.offset(o))
     }
 }
